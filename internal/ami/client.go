@@ -37,6 +37,12 @@ var (
 	ErrTimeout      = errors.New("ami: action timeout")
 )
 
+// InvalidActionError is an action refused before it was sent: a bad header name, CR or LF in a
+// value, a line over 1024 bytes, more than 128 headers, or Originate with Async false.
+type InvalidActionError struct{ Reason string }
+
+func (e *InvalidActionError) Error() string { return "ami: invalid action: " + e.Reason }
+
 // ClientConfig configures a Client.
 type ClientConfig struct {
 	Address  string // host:port
