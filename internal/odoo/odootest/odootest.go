@@ -135,6 +135,7 @@ type Server struct {
 		location string
 	}
 	conns map[net.Conn]struct{}
+	opened int
 }
 
 // Start starts a fake for a test and stops it at the test's end.
@@ -329,6 +330,13 @@ func (s *Server) LoginFailures() int {
 	return s.loginFails
 }
 
+// Connections counts the connections accepted so far (to check keep-alive).
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened
+}
+
 // Reset forgets the recorded calls and login counts (scripts stay).
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -419,6 +427,7 @@ func (s *Server) listen(addr string) error {
 			switch st {
 			case http.StateNew:
 				s.conns[c] = struct{}{}
+				s.opened++
 			case http.StateClosed, http.StateHijacked:
 				delete(s.conns, c)
 			}
