@@ -134,7 +134,7 @@ type Server struct {
 		status   int
 		location string
 	}
-	conns map[net.Conn]struct{}
+	conns  map[net.Conn]struct{}
 	opened int
 }
 
