@@ -156,8 +156,9 @@ func (m *Message) Clone() *Message {
 }
 
 // Map turns the message into the JSON shape given to Odoo and to conditions (contract §2.1): a
-// header seen once is a string, a header seen more than once is a list of strings. The names keep
-// the spelling of their first occurrence; later occurrences spelled differently join that entry.
+// header seen once is a string, a header seen more than once is a list of strings. Command
+// output is the exception: Output is always a list (§2.5). The names keep the spelling of their
+// first occurrence; later occurrences spelled differently join that entry.
 func (m *Message) Map() map[string]any {
 	out := make(map[string]any, len(m.Headers))
 	canon := make(map[string]string, len(m.Headers))
@@ -166,7 +167,11 @@ func (m *Message) Map() map[string]any {
 		name, seen := canon[key]
 		if !seen {
 			canon[key] = h.Name
-			out[h.Name] = h.Value
+			if key == "output" {
+				out[h.Name] = []string{h.Value}
+			} else {
+				out[h.Name] = h.Value
+			}
 			continue
 		}
 		switch v := out[name].(type) {
