@@ -1,0 +1,217 @@
+package eventmap
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/odoopbx/odoopbx/internal/ami"
+)
+
+// Field is one entry of an Event: a header name as Asterisk spelled it (or an enrichment field's
+// name) and its value, which is a string, a []string (a header seen more than once) or a float64
+// (EventTime, GapSeconds).
+type Field struct {
+	Name  string
+	Value any
+}
+
+// Event is what a handler receives and what a condition sees as `event`: the ami.Message.Map()
+// shape with its keys kept in the order Asterisk sent them, plus the agent's enrichment fields.
+// Lookups by name are case-insensitive, because AMI header names are (Uniqueid in channel events,
+// UniqueID in CEL and Cdr). An Event is built by one goroutine and only read afterwards.
+type Event struct {
+	fields []Field
+}
+
+// NewEvent returns an empty event with room for n fields.
+func NewEvent(n int) *Event { return &Event{fields: make([]Field, 0, n)} }
+
+// EventFromMessage builds the Map() shape of m: a header seen once is a string, a header seen more
+// than once (Variable, Output) is a list in order, spelled as its first occurrence. Extra is room
+// for the enrichment fields the caller adds.
+func EventFromMessage(m *ami.Message, extra int) *Event {
+	e := &Event{fields: make([]Field, 0, len(m.Headers)+extra)}
+	for _, h := range m.Headers {
+		e.Add(h.Name, h.Value)
+	}
+	return e
+}
+
+// Len is the number of fields.
+func (e *Event) Len() int { return len(e.fields) }
+
+// Fields returns the fields in order. The caller must not modify them.
+func (e *Event) Fields() []Field { return e.fields }
+
+// index returns the position of the field named name (case-insensitive), or -1. Events hold a few
+// dozen fields, so a linear scan beats building a map for every event.
+func (e *Event) index(name string) int {
+	for i := range e.fields {
+		// Header names are ASCII, so names that fold equal have equal lengths: the length test
+		// skips most comparisons cheaply.
+		if n := e.fields[i].Name; len(n) == len(name) && strings.EqualFold(n, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Lookup returns the value of the field named name, compared case-insensitively.
+func (e *Event) Lookup(name string) (any, bool) {
+	if i := e.index(name); i >= 0 {
+		return e.fields[i].Value, true
+	}
+	return nil, false
+}
+
+// Get returns the field's value when it is a single string, else "".
+func (e *Event) Get(name string) string {
+	v, _ := e.Lookup(name)
+	s, _ := v.(string)
+	return s
+}
+
+// Add appends a header value: a repeated name turns the field into a list, as Map() does.
+func (e *Event) Add(name, value string) {
+	i := e.index(name)
+	if i < 0 {
+		e.fields = append(e.fields, Field{Name: name, Value: value})
+		return
+	}
+	switch v := e.fields[i].Value.(type) {
+	case string:
+		e.fields[i].Value = []string{v, value}
+	case []string:
+		e.fields[i].Value = append(v, value)
+	default:
+		e.fields[i].Value = value
+	}
+}
+
+// Set replaces the value of the field named name (keeping its place and spelling), or appends it.
+func (e *Event) Set(name string, value any) {
+	if i := e.index(name); i >= 0 {
+		e.fields[i].Value = value
+		return
+	}
+	e.fields = append(e.fields, Field{Name: name, Value: value})
+}
+
+// Rename changes the name of the field named from (case-insensitive) to to, keeping its place.
+// It reports whether the field was there.
+func (e *Event) Rename(from, to string) bool {
+	i := e.index(from)
+	if i < 0 {
+		return false
+	}
+	e.fields[i].Name = to
+	return true
+}
+
+// Map returns the event as a plain map (for tests and the status page).
+func (e *Event) Map() map[string]any {
+	out := make(map[string]any, len(e.fields))
+	for _, f := range e.fields {
+		out[f.Name] = f.Value
+	}
+	return out
+}
+
+// MarshalJSON writes the event as one JSON object with the keys in order.
+func (e *Event) MarshalJSON() ([]byte, error) {
+	return e.AppendJSON(make([]byte, 0, 64*len(e.fields))), nil
+}
+
+// AppendJSON appends the event's JSON object to b. It is hand-written because every event is
+// encoded once per receipt on the AMI hot path, and the value types are known.
+func (e *Event) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	for i, f := range e.fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, f.Name)
+		b = append(b, ':')
+		b = appendJSONValue(b, f.Value)
+	}
+	return append(b, '}')
+}
+
+func appendJSONValue(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case string:
+		return appendJSONString(b, v)
+	case []string:
+		b = append(b, '[')
+		for i, s := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, s)
+		}
+		return append(b, ']')
+	case float64:
+		return strconv.AppendFloat(b, v, 'f', -1, 64)
+	case int:
+		return strconv.AppendInt(b, int64(v), 10)
+	case int64:
+		return strconv.AppendInt(b, v, 10)
+	case bool:
+		return strconv.AppendBool(b, v)
+	default:
+		return append(b, "null"...)
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString quotes s as encoding/json does (without HTML escaping): invalid UTF-8 becomes
+// U+FFFD, control characters and U+2028/U+2029 are escaped.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
