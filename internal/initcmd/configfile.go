@@ -35,8 +35,11 @@ func MergeConfig(existing []byte, settings []setting, maskSecrets bool) ([]byte,
 			return nil, fmt.Errorf("it is not valid YAML: %w", err)
 		}
 	}
+	// yaml.v3 drops a file of nothing but comments; it is written back in front of the new keys.
+	var keepText []byte
 	if doc.Kind == 0 {
 		doc = yaml.Node{Kind: yaml.DocumentNode}
+		keepText = bytes.TrimRight(existing, "\n")
 	}
 	if len(doc.Content) == 0 {
 		doc.Content = []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}
@@ -61,6 +64,10 @@ func MergeConfig(existing []byte, settings []setting, maskSecrets bool) ([]byte,
 		}
 	}
 	var out bytes.Buffer
+	if len(bytes.TrimSpace(keepText)) > 0 {
+		out.Write(keepText)
+		out.WriteString("\n")
+	}
 	enc := yaml.NewEncoder(&out)
 	enc.SetIndent(2)
 	if err := enc.Encode(&doc); err != nil {
