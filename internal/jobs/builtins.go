@@ -39,9 +39,9 @@ type Deps struct {
 // Default timeouts of the built-ins that differ from DefaultTimeout (contract §4.7).
 const (
 	RecordingTimeout = 120 * time.Second
-	// ManagerActionTimeout covers the longest manager_action: its own 10 s default plus the
-	// OriginateResponse wait, which may last up to 180 s (contract §4.6).
-	ManagerActionTimeout = 190 * time.Second
+	// ManagerActionTimeout covers the longest manager_action: its timeout kwarg (at most 120 s)
+	// plus the OriginateResponse wait, which may last up to 180 s (contract §4.6).
+	ManagerActionTimeout = 300 * time.Second
 )
 
 // Builtins returns a registry holding the functions of contract §4.5 that live outside security:

@@ -25,116 +25,32 @@ const (
 	originateDefaultMs = 30000 // Asterisk's own default Originate Timeout
 )
 
-// ParseAction turns the action dict Odoo sends into an AMI message (contract §2.10): Action first,
-// then ActionID, then the other keys in the order given. Strings and numbers are sent as written,
-// booleans as true/false, a list as repeated headers of its scalar items; a null value drops the
-// header; objects (and lists inside lists) are refused. Header names, CR/LF and line limits are
-// checked by the AMI client.
+// ParseAction turns the action dict Odoo sends into an AMI message (contract §2.10) with
+// ami.ActionFromJSON (order kept, numbers as written, booleans true/false, lists as repeated
+// headers, objects and nulls refused), then puts Action first and ActionID second. Header names,
+// CR/LF and line limits are checked again by the AMI client before sending.
 func ParseAction(raw json.RawMessage) (*ami.Message, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
-		return nil, errors.New("the action must be a JSON object of AMI headers")
-	}
-	var action, actionID string
-	var haveAction, haveActionID bool
-	var rest []ami.Header
-	for dec.More() {
-		keyTok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("bad action object: %v", err)
-		}
-		key := keyTok.(string)
-		values, err := headerValues(dec, key)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case strings.EqualFold(key, "Action"):
-			if haveAction || len(values) != 1 {
-				return nil, errors.New("the action needs exactly one Action value")
-			}
-			action, haveAction = values[0], true
-		case strings.EqualFold(key, "ActionID"):
-			if haveActionID || len(values) > 1 {
-				return nil, errors.New("the action has more than one ActionID")
-			}
-			if len(values) == 1 {
-				actionID, haveActionID = values[0], true
-			}
-		default:
-			for _, v := range values {
-				rest = append(rest, ami.Header{Name: key, Value: v})
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("bad action object: %v", err)
-	}
-	if strings.TrimSpace(action) == "" {
-		return nil, errors.New("the action has no Action header")
-	}
-	m := &ami.Message{Headers: make([]ami.Header, 0, len(rest)+2)}
-	m.Add("Action", action)
-	if haveActionID && actionID != "" {
-		m.Add("ActionID", actionID)
-	}
-	m.Headers = append(m.Headers, rest...)
-	return m, nil
-}
-
-// headerValues reads one value of the action dict and returns the header values it stands for.
-func headerValues(dec *json.Decoder, key string) ([]string, error) {
-	tok, err := dec.Token()
+	m, err := ami.ActionFromJSON(raw)
 	if err != nil {
-		return nil, fmt.Errorf("bad value for %s: %v", key, err)
+		return nil, err
 	}
-	if tok == json.Delim('[') {
-		var out []string
-		for dec.More() {
-			item, err := dec.Token()
-			if err != nil {
-				return nil, fmt.Errorf("bad value for %s: %v", key, err)
-			}
-			s, ok, err := scalar(item)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %v inside a list", key, err)
-			}
-			if ok {
-				out = append(out, s)
-			}
+	if len(m.Values("Action")) != 1 || strings.TrimSpace(m.Get("Action")) == "" {
+		return nil, &ami.InvalidActionError{Reason: "the action needs exactly one Action header"}
+	}
+	if len(m.Values("ActionID")) > 1 {
+		return nil, &ami.InvalidActionError{Reason: "the action has more than one ActionID"}
+	}
+	out := &ami.Message{Headers: make([]ami.Header, 0, len(m.Headers))}
+	out.Add("Action", m.Get("Action"))
+	if id := m.ActionID(); id != "" {
+		out.Add("ActionID", id)
+	}
+	for _, h := range m.Headers {
+		if !strings.EqualFold(h.Name, "Action") && !strings.EqualFold(h.Name, "ActionID") {
+			out.Headers = append(out.Headers, h)
 		}
-		if _, err := dec.Token(); err != nil {
-			return nil, fmt.Errorf("bad value for %s: %v", key, err)
-		}
-		return out, nil
 	}
-	s, ok, err := scalar(tok)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", key, err)
-	}
-	if !ok {
-		return nil, nil
-	}
-	return []string{s}, nil
-}
-
-// scalar renders one JSON token as a header value; ok is false for null.
-func scalar(tok json.Token) (s string, ok bool, err error) {
-	switch v := tok.(type) {
-	case string:
-		return v, true, nil
-	case json.Number:
-		return v.String(), true, nil
-	case bool:
-		return strconv.FormatBool(v), true, nil
-	case nil:
-		return "", false, nil
-	case json.Delim:
-		return "", false, errors.New("objects and nested lists are not allowed")
-	}
-	return "", false, fmt.Errorf("unexpected value %v", tok)
+	return out, nil
 }
 
 // amiFailure is a manager_action failure in the AMI shape existing callbacks expect (§4.4).
@@ -162,7 +78,11 @@ func (b *builtins) managerAction(ctx context.Context, args []json.RawMessage, kw
 	}
 	action, err := ParseAction(args[0])
 	if err != nil {
-		return nil, amiFailure(CodeInvalidArgs, err.Error(), asList)
+		var invalid *ami.InvalidActionError
+		if errors.As(err, &invalid) {
+			return nil, amiFailure(CodeInvalidArgs, "Invalid action: "+invalid.Reason, asList)
+		}
+		return nil, amiFailure(CodeInvalidArgs, "Invalid action: "+err.Error(), asList)
 	}
 
 	name := action.Get("Action")
@@ -175,6 +95,8 @@ func (b *builtins) managerAction(ctx context.Context, args []json.RawMessage, kw
 	}
 	wait := timeout
 	if strings.EqualFold(name, "Originate") {
+		// The client waits for the OriginateResponse after the immediate response; the deadline
+		// covers that wait too, so it never expires while the result is on its way.
 		wait += originateWait(action.Get("Timeout"))
 		if ch := action.Get("ChannelId"); ch != "" && b.deps.OnOriginate != nil {
 			b.deps.OnOriginate(action.ActionID(), ch)
