@@ -36,7 +36,7 @@ var hexHash = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
 //	v1.2.3              → 1.2.3
 //	v1.2.3-4-gabc1234   → 1.2.3+4.gabc1234        (commits after a tag sort after it)
 //	v1.2.3-rc1          → 1.2.3~rc1               (a pre-release sorts before the release)
-//	v1.2.3-dirty        → 1.2.3+dirty
+//	v1.2.3-dirty        → 1.2.3+0.dirty
 //	abc1234-dirty       → 0.0.0~git.abc1234.dirty (no tag at all)
 //	0.0.0-dev           → 0.0.0~dev               (the Makefile's fallback)
 func DebianVersion(describe string) (string, error) {
@@ -71,6 +71,10 @@ func DebianVersion(describe string) (string, error) {
 		}
 	}
 	if dirty {
+		if local == nil {
+			// A dirty tree on a tag sorts after the tag and before the next commit (+1.g…).
+			local = []string{"0"}
+		}
 		local = append(local, "dirty")
 	}
 	if len(local) > 0 {
