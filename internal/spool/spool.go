@@ -41,7 +41,7 @@ var (
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("spool: closed")
 	// ErrNotFound is returned by Retry, Drop and Get for an unknown id.
-	ErrNotFound = errors.New("spool: no such item")
+	ErrNotFound = delivery.ErrNotFound
 	// ErrLocked means another process (the running agent) holds the spool.
 	ErrLocked = errors.New("spool: locked by another process (is the agent running?)")
 )
@@ -62,31 +62,15 @@ type Options struct {
 	Now func() time.Time
 }
 
-// DeadItem is an item taken off its lane after it could not be delivered.
-type DeadItem struct {
-	delivery.Item
-	Reason string    `json:"reason"`
-	DeadAt time.Time `json:"dead_at"`
-}
+// DeadItem, LaneStats and Stats are the delivery package's types (so the engine can use the spool
+// through delivery.Store).
+type (
+	DeadItem  = delivery.DeadItem
+	LaneStats = delivery.LaneStats
+	Stats     = delivery.StoreStats
+)
 
-// LaneStats describes one lane with pending items.
-type LaneStats struct {
-	Lane    string    `json:"lane"`
-	Pending int       `json:"pending"`
-	Oldest  time.Time `json:"oldest"`
-	HeadID  string    `json:"head_id"`
-}
-
-// Stats are the spool's counters.
-type Stats struct {
-	Pending   int    `json:"pending"`
-	Lanes     int    `json:"lanes"`
-	Dead      int    `json:"dead"`
-	Bytes     int64  `json:"bytes"` // pending and dead together, what MaxBytes bounds
-	DeadBytes int64  `json:"dead_bytes"`
-	MaxBytes  int64  `json:"max_bytes"`
-	Refused   uint64 `json:"refused"`
-}
+var _ delivery.Store = (*Spool)(nil)
 
 type entry struct {
 	id      uint64
@@ -568,41 +552,63 @@ func (s *Spool) Update(it delivery.Item) error {
 
 // Dead moves a pending item to the dead letters with reason; it waits for the commit.
 func (s *Spool) Dead(it delivery.Item, reason string) error {
-	id, err := ParseID(it.ID)
-	if err != nil {
-		return err
+	n, err := s.deadMany([]delivery.Item{it}, reason, true)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%w: %s", ErrNotFound, it.ID)
 	}
-	cur, err := s.get(bucketItems, id)
-	if err != nil {
-		return err
-	}
-	cur.Attempts, cur.LastError = it.Attempts, it.LastError
-	d := DeadItem{Item: cur.Item, Reason: reason, DeadAt: s.opts.Now()}
-	v, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	s.mu.Lock()
-	if _, ok := s.removePendingLocked(id); !ok {
+	return err
+}
+
+// deadMany moves pending items to the dead letters in one commit and returns how many it moved.
+// With keepAttempts, the items' Attempts and LastError replace the stored ones.
+func (s *Spool) deadMany(items []delivery.Item, reason string, keepAttempts bool) (int, error) {
+	o := &op{kind: opDead}
+	now := s.opts.Now()
+	for _, it := range items {
+		id, err := ParseID(it.ID)
+		if err != nil {
+			return 0, err
+		}
+		cur, err := s.get(bucketItems, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if keepAttempts {
+			cur.Attempts, cur.LastError = it.Attempts, it.LastError
+		}
+		v, err := json.Marshal(DeadItem{Item: cur.Item, Reason: reason, DeadAt: now})
+		if err != nil {
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		s.mu.Lock()
+		if _, ok := s.removePendingLocked(id); ok {
+			// Count it as dead at once so the bytes stay accounted while the commit runs.
+			s.deadIndex[id] = int64(len(v))
+			s.deadCount++
+			s.deadBytes += int64(len(v))
+			o.ids = append(o.ids, id)
+			o.vals = append(o.vals, v)
+		}
 		s.mu.Unlock()
-		return fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
-	// Count it as dead at once so the bytes stay accounted while the commit runs.
-	s.deadIndex[id] = int64(len(v))
-	s.deadCount++
-	s.deadBytes += int64(len(v))
-	s.mu.Unlock()
-	return s.submit(&op{kind: opDead, ids: []uint64{id}, vals: [][]byte{v}})
+	if len(o.ids) == 0 {
+		return 0, nil
+	}
+	return len(o.ids), s.submit(o)
 }
 
 // Expire dead-letters every pending item created before now-MaxAge, except in the lanes for which
 // skip returns true (a lane whose head is being delivered; the deliverer checks its own head).
+// skip is called with the spool's lock held and must not call the spool.
 func (s *Spool) Expire(skip func(lane string) bool) (int, error) {
 	if s.opts.MaxAge <= 0 {
 		return 0, nil
 	}
 	cutoff := s.opts.Now().Add(-s.opts.MaxAge)
-	var old []uint64
+	var old []delivery.Item
 	s.mu.Lock()
 	for lane, q := range s.lanes {
 		if skip != nil && skip(lane) {
@@ -610,27 +616,12 @@ func (s *Spool) Expire(skip func(lane string) bool) (int, error) {
 		}
 		for _, e := range q {
 			if e.created.Before(cutoff) {
-				old = append(old, e.id)
+				old = append(old, delivery.Item{ID: FormatID(e.id)})
 			}
 		}
 	}
 	s.mu.Unlock()
-	sort.Slice(old, func(i, j int) bool { return old[i] < old[j] })
-	n := 0
-	for _, id := range old {
-		it, err := s.get(bucketItems, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if err := s.Dead(it.Item, s.ExpiredReason()); err != nil && !errors.Is(err, ErrNotFound) {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return s.deadMany(old, s.ExpiredReason(), false)
 }
 
 // Expired tells whether an item is older than MaxAge.
