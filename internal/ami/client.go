@@ -606,14 +606,14 @@ func (c *Client) pingLoop(s *session) {
 
 // route hands a message to the action waiting for it, to the events queue, or both.
 func (c *Client) route(s *session, m *Message) {
-	kind := m.Kind()
+	kind, event, id := m.envelope()
 	if kind == KindInvalid {
 		c.protocolErrors.Add(1)
 		c.log.Warn("ami: message is neither event nor response", "session", s.role.String(), "message", truncate(m.String(), 200))
 		return
 	}
 	consumed := false
-	if id := m.ActionID(); strings.HasPrefix(id, c.prefix) {
+	if len(id) > len(c.prefix) && id[:len(c.prefix)] == c.prefix {
 		c.mu.Lock()
 		p := c.pending[id]
 		c.mu.Unlock()
@@ -623,14 +623,13 @@ func (c *Client) route(s *session, m *Message) {
 	}
 	if kind != KindEvent {
 		if !consumed {
-			c.log.Debug("ami: response with no waiting action (timed out earlier?)", "action_id", m.ActionID())
+			c.log.Debug("ami: response with no waiting action (timed out earlier?)", "action_id", id)
 		}
 		return
 	}
 	// OriginateResponse and action-sent UserEvents are broadcast events: they answer an action
 	// and are also forwarded through the events map. List items only answer their action.
-	broadcast := isBroadcast(m)
-	if consumed && !broadcast {
+	if consumed && !isBroadcast(event) {
 		return
 	}
 	if s.role != roleEvents {
@@ -650,9 +649,8 @@ func (c *Client) route(s *session, m *Message) {
 	}
 }
 
-func isBroadcast(m *Message) bool {
-	e := m.Event()
-	return strings.EqualFold(e, "OriginateResponse") || strings.EqualFold(e, "UserEvent")
+func isBroadcast(event string) bool {
+	return strings.EqualFold(event, "OriginateResponse") || strings.EqualFold(event, "UserEvent")
 }
 
 func (c *Client) nextID(r role) string {

@@ -136,6 +136,33 @@ func (m *Message) Kind() Kind {
 	return KindInvalid
 }
 
+// envelope reads, in one pass, what routing needs: the kind, the Event name and the ActionID.
+func (m *Message) envelope() (kind Kind, event, actionID string) {
+	hasEvent, hasResponse, hasID := false, false, false
+	for i := range m.Headers {
+		h := &m.Headers[i]
+		switch len(h.Name) {
+		case 5:
+			if !hasEvent && strings.EqualFold(h.Name, "Event") {
+				hasEvent, event = true, h.Value
+			}
+		case 8:
+			if !hasResponse && strings.EqualFold(h.Name, "Response") {
+				hasResponse = true
+			} else if !hasID && strings.EqualFold(h.Name, "ActionID") {
+				hasID, actionID = true, h.Value
+			}
+		}
+	}
+	switch {
+	case hasEvent:
+		kind = KindEvent
+	case hasResponse:
+		kind = KindResponse
+	}
+	return kind, event, actionID
+}
+
 // Event is the value of the Event header.
 func (m *Message) Event() string { return m.Get("Event") }
 
