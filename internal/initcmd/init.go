@@ -196,14 +196,14 @@ func (r *runner) run(ctx context.Context) error {
 	// before the one-time handshake, not after it.
 	existingConfig, err := readOptional(o.ConfigPath)
 	if err != nil {
-		return r.fail("config", "cannot read %s: %v", o.ConfigPath, err)
+		return r.fail("config-check", "cannot read %s: %v", o.ConfigPath, err)
 	}
 	placeholderAMI := amiState{host: "127.0.0.1", port: 5038, user: o.AMIUser, secret: "x"}
 	placeholderOdoo := HandshakeResult{AgentToken: "x", OdooUser: "x", OdooPassword: "x", OdooDB: "x"}
 	if _, err := MergeConfig(existingConfig, r.settings(placeholderAMI, placeholderOdoo, "x", "x"), true); err != nil {
-		return r.fail("config", "%s: %v. Fix the file (or move it away) and re-run init", o.ConfigPath, err)
+		return r.fail("config-check", "%s: %v. Fix the file (or move it away) and re-run init", o.ConfigPath, err)
 	}
-	r.ok("config", "%s %s", o.ConfigPath, map[bool]string{true: "exists and will be merged", false: "will be created"}[existingConfig != nil])
+	r.ok("config-check", "%s %s", o.ConfigPath, map[bool]string{true: "exists and will be merged", false: "will be created"}[existingConfig != nil])
 
 	var ami amiState
 	if o.SkipAMISetup {
@@ -230,7 +230,7 @@ func (r *runner) run(ctx context.Context) error {
 		if err != nil {
 			return r.fail("handshake", "%v", err)
 		}
-		r.ok("handshake", "skipped in a dry run")
+		r.skip("handshake", "dry run")
 		r.would("GET %s (User-Agent %s, TLS %s)", target, version.UserAgent(), r.tlsVerifyNote())
 		content, err := MergeConfig(existingConfig, r.settings(ami, HandshakeResult{
 			AgentToken: "<from Odoo>", OdooUser: "<from Odoo>", OdooPassword: "<from Odoo>", OdooDB: "<from Odoo>",
@@ -238,9 +238,9 @@ func (r *runner) run(ctx context.Context) error {
 		if err != nil {
 			return r.fail("config", "%v", err)
 		}
-		r.ok("config", "skipped in a dry run")
+		r.skip("config", "dry run")
 		r.would("write %s (mode 0600%s, dir 0750):\n%s", o.ConfigPath, r.ownerNote(), indent(string(content)))
-		r.ok("odoo-verify", "skipped in a dry run")
+		r.skip("odoo-verify", "dry run")
 		fmt.Fprintln(r.out, "Dry run complete: run the same command without --dry-run to apply.")
 		return nil
 	}
@@ -392,7 +392,7 @@ func (r *runner) setupAMI(ctx context.Context) (amiState, error) {
 		spec := AMIUserSpec{User: o.AMIUser, Secret: st.secret, ExtraPermit: extraPermit, WriteCommand: o.AMIWriteCommand}
 		header := "AMI user of odoopbx-agent, written by `odoopbx-agent init` (contract §5.2).\nRe-run init with --force to rewrite it."
 		if o.DryRun {
-			r.ok("ami-user", "skipped in a dry run")
+			r.skip("ami-user", "dry run")
 			r.would("write %s (mode 0640%s):\n%s", userPath, r.ownerNote(), indent(string(spec.Render(header, "***"))))
 		} else {
 			if err := r.writeAMIUser(dir, userPath, spec.Render(header, "")); err != nil {
@@ -410,7 +410,7 @@ func (r *runner) setupAMI(ctx context.Context) (amiState, error) {
 	}
 
 	if o.DryRun {
-		r.ok("ami-reload", "skipped in a dry run")
+		r.skip("ami-reload", "dry run")
 		r.would("run %s -rx \"manager reload\"", o.AsteriskBinary)
 		r.would("run %s -rx \"manager show user %s\"", o.AsteriskBinary, o.AMIUser)
 		r.would("log in to AMI at %s as %s", net.JoinHostPort(st.host, strconv.Itoa(st.port)), o.AMIUser)
@@ -500,7 +500,7 @@ func (r *runner) setupTLS(certFile, keyFile string) (string, error) {
 			r.ok("tls", "%s exists, SHA-256 %s", certFile, fp)
 			return fp, nil
 		}
-		r.ok("tls", "skipped in a dry run")
+		r.skip("tls", "dry run")
 		dns, ips := tlsutil.HostSANs(r.opts.TLSSANs)
 		r.would("generate an ECDSA P-256 key %s (0600) and a self-signed certificate %s, SANs %s", keyFile, certFile, sanList(dns, ips))
 		return "", nil
