@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/odoo"
@@ -505,6 +506,11 @@ func (r *runner) setupTLS(certFile, keyFile string) (string, error) {
 		r.would("generate an ECDSA P-256 key %s (0600) and a self-signed certificate %s, SANs %s", keyFile, certFile, sanList(dns, ips))
 		return "", nil
 	}
+	for _, dir := range []string{filepath.Dir(certFile), filepath.Dir(keyFile)} {
+		if err := r.makeDirs(dir); err != nil {
+			return "", r.fail("tls", "%v", err)
+		}
+	}
 	_, fp, err := tlsutil.LoadOrCreate(certFile, keyFile, r.opts.TLSSANs)
 	if err != nil {
 		return "", r.fail("tls", "%v", err)
@@ -515,9 +521,7 @@ func (r *runner) setupTLS(certFile, keyFile string) (string, error) {
 	if err := r.chown(certFile, false); err != nil {
 		return "", r.fail("tls", "%v", err)
 	}
-	if err := r.chown(filepath.Dir(keyFile), true); err != nil {
-		return "", r.fail("tls", "%v", err)
-	}
+	r.warnUnreadable(keyFile)
 	if certExists && keyExists {
 		r.ok("tls", "kept %s, SHA-256 %s", certFile, fp)
 	} else {
@@ -586,23 +590,87 @@ func flagSetting(key string, on bool) setting {
 
 func (r *runner) writeConfig(content []byte) error {
 	path := r.opts.ConfigPath
-	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return err
-		}
-		// MkdirAll honours the umask; the mode is meant exactly.
-		if err := os.Chmod(dir, 0o750); err != nil {
-			return err
-		}
-		if err := r.chown(dir, true); err != nil {
-			return err
-		}
+	if err := r.makeDirs(filepath.Dir(path)); err != nil {
+		return err
 	}
 	if err := tlsutil.WriteFileAtomic(path, content, 0o600); err != nil {
 		return err
 	}
-	return r.chown(path, false)
+	if err := r.chown(path, false); err != nil {
+		return err
+	}
+	r.warnUnreadable(path)
+	return nil
+}
+
+// makeDirs creates the missing directories of dir, each 0750 with the file owner's group (root
+// keeps ownership), like the package's /etc/odoopbx. Existing directories are left alone.
+func (r *runner) makeDirs(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		d := missing[i]
+		if err := os.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		// Mkdir honours the umask; the mode is meant exactly.
+		if err := os.Chmod(d, 0o750); err != nil {
+			return err
+		}
+		if err := r.chown(d, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// warnUnreadable tells the admin when the service user could not reach path through its parent
+// directories (a /etc/odoopbx made by hand as root:root 0750, say), with the command that fixes it.
+func (r *runner) warnUnreadable(path string) {
+	if r.uid < 0 {
+		return
+	}
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		if !traversable(d, r.uid, r.gid) {
+			fmt.Fprintf(r.out, "WARN: user %s cannot enter %s, so the agent cannot read %s. Fix: chgrp %s %s && chmod g+rx %s\n",
+				r.opts.FileOwner, d, path, r.opts.FileOwner, d, d)
+			return
+		}
+		if filepath.Dir(d) == d {
+			return
+		}
+	}
+}
+
+// traversable says whether uid/gid may search dir by its mode bits (supplementary groups aside).
+func traversable(dir string, uid, gid int) bool {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || uid == 0 {
+		return true
+	}
+	perm := st.Mode().Perm()
+	switch {
+	case int(sys.Uid) == uid:
+		return perm&0o100 != 0
+	case int(sys.Gid) == gid:
+		return perm&0o010 != 0
+	default:
+		return perm&0o001 != 0
+	}
 }
 
 // verifyOdoo is contract §5 step 7: log in with the new credentials and call agent_get_config.

@@ -849,3 +849,59 @@ func TestHandshakeUnreachable(t *testing.T) {
 		t.Fatalf("bad CA file: %v", err)
 	}
 }
+
+func TestInitFileOwnerAndDirs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown files to another user")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody on this system")
+	}
+	odooSrv := startFakeOdoo(t, false)
+	tr := newPBXTree(t, managerWithInclude)
+	// t.TempDir's parents are 0700; open them so only init's own directories matter.
+	for d := tr.root; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		must(t, os.Chmod(d, 0o755))
+	}
+	must(t, os.Chmod(filepath.Join(tr.root, "etc"), 0o755))
+	opts := tr.options(odooSrv.srv.URL)
+	opts.FileOwner = "nobody"
+	out, err := runInit(t, opts, &loginRecorder{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(out, "cannot enter") {
+		t.Fatalf("unexpected warning:\n%s", out)
+	}
+	owner := func(p string) (uint32, uint32) {
+		st, err := os.Stat(p)
+		must(t, err)
+		s := st.Sys().(*syscall.Stat_t)
+		return s.Uid, s.Gid
+	}
+	for _, p := range []string{tr.config, filepath.Join(tr.tlsDir, "agent.key"), filepath.Join(tr.etc, "manager.conf.d", UserFileName)} {
+		if uid, _ := owner(p); strconv.Itoa(int(uid)) != nobody.Uid {
+			t.Errorf("%s owned by %d, want nobody", p, uid)
+		}
+	}
+	for _, d := range []string{filepath.Dir(tr.config), tr.tlsDir} {
+		uid, gid := owner(d)
+		if uid != 0 || strconv.Itoa(int(gid)) != nobody.Gid || mode(t, d) != 0o750 {
+			t.Errorf("%s: uid %d gid %d mode %v, want root, nobody's group, 0750", d, uid, gid, mode(t, d))
+		}
+	}
+
+	// A config dir made by hand as root:root 0700 cannot be entered by the service user: init says so.
+	tr2 := newPBXTree(t, managerWithInclude)
+	must(t, os.MkdirAll(filepath.Dir(tr2.config), 0o700))
+	opts = tr2.options(odooSrv.srv.URL)
+	opts.FileOwner = "nobody"
+	out, err = runInit(t, opts, &loginRecorder{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out, "WARN: user nobody cannot enter") || !strings.Contains(out, "chgrp nobody") {
+		t.Fatalf("no warning:\n%s", out)
+	}
+}
