@@ -28,7 +28,8 @@ type Event struct {
 func NewEvent(n int) *Event { return &Event{fields: make([]Field, 0, n)} }
 
 // EventFromMessage builds the Map() shape of m: a header seen once is a string, a header seen more
-// than once (Variable, Output) is a list in order, spelled as its first occurrence. Extra is room
+// than once (Variable, ChanVariable) is a list in order, spelled as its first occurrence; Output is
+// always a list. Extra is room
 // for the enrichment fields the caller adds.
 func EventFromMessage(m *ami.Message, extra int) *Event {
 	e := &Event{fields: make([]Field, 0, len(m.Headers)+extra)}
@@ -72,10 +73,15 @@ func (e *Event) Get(name string) string {
 	return s
 }
 
-// Add appends a header value: a repeated name turns the field into a list, as Map() does.
+// Add appends a header value: a repeated name turns the field into a list, as Map() does, and
+// Output (Command output, contract §2.5) is a list even when seen once.
 func (e *Event) Add(name, value string) {
 	i := e.index(name)
 	if i < 0 {
+		if len(name) == len("Output") && strings.EqualFold(name, "Output") {
+			e.fields = append(e.fields, Field{Name: name, Value: []string{value}})
+			return
+		}
 		e.fields = append(e.fields, Field{Name: name, Value: value})
 		return
 	}

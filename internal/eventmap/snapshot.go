@@ -195,11 +195,21 @@ func compile(cfg RemoteConfig, source string, loadedAt time.Time) *Snapshot {
 	return s
 }
 
-// normalised is the RemoteConfig with the rows in order and the options' keys sorted (json.Marshal
-// sorts map keys), so equal configs hash equal.
-func (c RemoteConfig) normalised(rows []Row) RemoteConfig {
+// normalisedConfig is a RemoteConfig as it is hashed: the rows in order, and the access lists
+// decoded so that, like the options, their keys are sorted by json.Marshal. Equal configs hash
+// equal however Odoo orders its JSON.
+type normalisedConfig struct {
+	RemoteConfig
+	AccessLists any `json:"access_lists"`
+}
+
+func (c RemoteConfig) normalised(rows []Row) normalisedConfig {
 	c.EventsMap = rows
-	return c
+	n := normalisedConfig{RemoteConfig: c}
+	if len(c.AccessLists) > 0 && json.Unmarshal(c.AccessLists, &n.AccessLists) != nil {
+		n.AccessLists = string(c.AccessLists)
+	}
+	return n
 }
 
 func hashJSON(v any) string {
