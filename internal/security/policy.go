@@ -84,6 +84,9 @@ type Outcome struct {
 // ErrNeverBanned refuses a ban of an address the policy must never ban.
 var ErrNeverBanned = errors.New("security: address is never banned")
 
+// ErrInvalidBan refuses a ban whose address or time does not fit the ban sets.
+var ErrInvalidBan = errors.New("security: invalid ban")
+
 type failures struct {
 	times []time.Time // oldest first, within FindTime
 }
@@ -420,19 +423,19 @@ func (p *Policy) Ban(pr netip.Prefix, ttl time.Duration, reason string, now time
 		pr = p.Key(pr.Addr())
 	}
 	if pr.Addr().Is4() && !pr.IsSingleIP() {
-		return Ban{}, fmt.Errorf("security: %s: IPv4 bans are single addresses (use the deny list for networks)", pr)
+		return Ban{}, fmt.Errorf("%w: %s: IPv4 bans are single addresses (use the deny list for networks)", ErrInvalidBan, pr)
 	}
 	if pr.Addr().Is6() && pr.Bits() != 128 && pr.Bits() != p.opts.IPv6Prefix {
-		return Ban{}, fmt.Errorf("security: %s: IPv6 bans are single addresses or /%d networks", pr, p.opts.IPv6Prefix)
+		return Ban{}, fmt.Errorf("%w: %s: IPv6 bans are single addresses or /%d networks", ErrInvalidBan, pr, p.opts.IPv6Prefix)
 	}
 	if why := p.NeverBanned(pr.Addr()); why != "" {
 		return Ban{}, fmt.Errorf("%w (%s): %s", ErrNeverBanned, why, FormatPrefix(pr))
 	}
 	if ttl < 0 {
-		return Ban{}, fmt.Errorf("security: negative ban time %s", ttl)
+		return Ban{}, fmt.Errorf("%w: negative ban time %s", ErrInvalidBan, ttl)
 	}
 	if ttl > 10*365*24*time.Hour {
-		return Ban{}, fmt.Errorf("security: ban time %s is longer than ten years", ttl)
+		return Ban{}, fmt.Errorf("%w: ban time %s is longer than ten years", ErrInvalidBan, ttl)
 	}
 	delete(p.bans, pr) // a new manual ban replaces the old one
 	b := p.newBan(pr, Event{Name: "ManualBan", Service: "agent", AccountID: ""}, now, ttl)
