@@ -17,7 +17,7 @@ type QueueStatus struct {
 	LanesBusy int64       `json:"lanes_busy"`
 	Odoo      string      `json:"odoo"`
 	Paused    bool        `json:"paused"`
-	Lanes     []LaneStats `json:"lanes"`
+	PerLane   []LaneStats `json:"per_lane"`
 }
 
 // RetryRequest is the body of POST /queue/retry: an id, or all.
@@ -55,7 +55,7 @@ func ParseRequestID(raw json.RawMessage) (string, error) {
 // Status is what GET /queue answers.
 func (e *Engine) Status() QueueStatus {
 	return QueueStatus{StoreStats: e.cfg.Spool.Stats(), LanesBusy: e.busy.Load(), Odoo: e.odooState.Load().(string),
-		Paused: e.paused.Load(), Lanes: e.cfg.Spool.LaneStats()}
+		Paused: e.paused.Load(), PerLane: e.cfg.Spool.LaneStats()}
 }
 
 // Retry moves a dead letter (or all) back to its lane and schedules it.
