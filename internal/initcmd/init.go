@@ -226,6 +226,11 @@ func (r *runner) run(ctx context.Context) error {
 		OdooURL: odooURL.String(), DB: o.DB, ServerID: o.ServerID, SystemName: o.SystemName,
 		AgentURL: o.AgentURL, CertSHA256: fingerprint,
 	}
+	// Built before the dry-run branch so a bad --ca-file shows in a dry run too.
+	client, err := odooHTTPClient(o.CAFile, o.Insecure)
+	if err != nil {
+		return r.fail("handshake", "%v", err)
+	}
 	if o.DryRun {
 		target, err := HandshakeURL(hsReq)
 		if err != nil {
@@ -248,10 +253,6 @@ func (r *runner) run(ctx context.Context) error {
 
 	if o.Insecure {
 		fmt.Fprintln(r.out, "WARN: --insecure: Odoo's TLS certificate is not verified.")
-	}
-	client, err := odooHTTPClient(o.CAFile, o.Insecure)
-	if err != nil {
-		return r.fail("handshake", "%v", err)
 	}
 	result, err := Handshake(ctx, client, hsReq)
 	if err != nil {

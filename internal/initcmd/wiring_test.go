@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -138,5 +139,22 @@ func TestAMILoginNothingListening(t *testing.T) {
 	defer cancel()
 	if err := AMILogin(ctx, addr, "u", "s"); err == nil {
 		t.Fatal("login to a closed port succeeded")
+	}
+}
+
+// TestAMILoginLive logs in to a real Asterisk when ODOOPBX_TEST_AMI=host:port is set (user and
+// secret from ODOOPBX_TEST_AMI_USER / ODOOPBX_TEST_AMI_SECRET), the same variables as the ami package.
+func TestAMILoginLive(t *testing.T) {
+	addr := os.Getenv("ODOOPBX_TEST_AMI")
+	if addr == "" {
+		t.Skip("live Asterisk test skipped: ODOOPBX_TEST_AMI not set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := AMILogin(ctx, addr, os.Getenv("ODOOPBX_TEST_AMI_USER"), os.Getenv("ODOOPBX_TEST_AMI_SECRET")); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	if err := AMILogin(ctx, addr, os.Getenv("ODOOPBX_TEST_AMI_USER"), "wrong-"+os.Getenv("ODOOPBX_TEST_AMI_SECRET")); err == nil {
+		t.Fatal("a wrong secret was accepted")
 	}
 }
