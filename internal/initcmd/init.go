@@ -251,6 +251,11 @@ func (r *runner) run(ctx context.Context) error {
 		return nil
 	}
 
+	// The config's directory is made before the one-time handshake, so the write after it has
+	// as little left to fail as possible.
+	if err := r.makeDirs(filepath.Dir(o.ConfigPath)); err != nil {
+		return r.fail("config-check", "creating the directory of %s: %v", o.ConfigPath, err)
+	}
 	if o.Insecure {
 		fmt.Fprintln(r.out, "WARN: --insecure: Odoo's TLS certificate is not verified.")
 	}
