@@ -313,7 +313,7 @@ func (e *Engine) markDirty() {
 	}
 }
 
-// save writes the state file after changes, at most every 200 ms, off the event path.
+// save writes the state file after changes, off the event path, at most every 200 ms.
 func (e *Engine) save(ctx context.Context) {
 	defer e.wg.Done()
 	for {
@@ -321,13 +321,17 @@ func (e *Engine) save(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-e.dirty:
+			start := time.Now()
 			if err := e.saveNow(); err != nil {
 				e.log.Error("security: cannot save the state file", "err", err)
 			}
+			// With a very large ban list a save takes a while; spacing saves by ten times their
+			// cost keeps the disk from being rewritten continuously during a wide attack.
+			pause := max(200*time.Millisecond, 10*time.Since(start))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(pause):
 			}
 		}
 	}

@@ -58,3 +58,5 @@ func securityOnly(ms []*ami.Message) []*ami.Message {
 }
 
 func messageOf(pairs ...string) *ami.Message { return ami.NewMessage(pairs...) }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
