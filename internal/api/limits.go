@@ -18,8 +18,9 @@ const (
 
 // authLimiter counts authentication failures per source IP.
 type authLimiter struct {
-	mu      sync.Mutex
-	entries map[netip.Addr]*authEntry
+	mu        sync.Mutex
+	entries   map[netip.Addr]*authEntry
+	lastSweep time.Time
 }
 
 type authEntry struct {
@@ -45,17 +46,23 @@ func (l *authLimiter) fail(ip netip.Addr, now time.Time) bool {
 	defer l.mu.Unlock()
 	e, ok := l.entries[ip]
 	if !ok {
-		if len(l.entries) >= authMaxTracked {
+		if len(l.entries) >= authMaxTracked && now.Sub(l.lastSweep) >= time.Second {
+			// A full sweep costs the table's size: at most once a second, so a spray from many
+			// addresses cannot make every failure pay for it.
 			l.sweep(now)
+			l.lastSweep = now
 		}
 		if len(l.entries) >= authMaxTracked {
-			// Still full of live entries: forget one unlocked entry rather than grow.
+			// Still full of live entries: forget one that is not locked out rather than grow.
 			for k, v := range l.entries {
 				if !now.Before(v.lockedUntil) {
 					delete(l.entries, k)
 					break
 				}
 			}
+		}
+		if len(l.entries) >= authMaxTracked {
+			return false // every tracked address is locked out; the security engine still sees the failure
 		}
 		e = &authEntry{}
 		l.entries[ip] = e

@@ -235,6 +235,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		tlsConf = c
 	}
+	if !s.cfg.TLS && !loopbackListen(s.cfg.Listen) {
+		return fmt.Errorf("api: plain HTTP is allowed only on a loopback address, and api.listen is %s: turn api.tls on or listen on 127.0.0.1", s.cfg.Listen)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
@@ -297,6 +300,21 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	s.log.Info("api: job API listening", "listen", ln.Addr().String(), "tls", s.cfg.TLS, "workers", s.cfg.Workers, "queue", s.cfg.Queue)
 	return nil
+}
+
+// loopbackListen reports whether a listen address can only be a loopback one: a loopback IP
+// literal or localhost. An empty host (every interface) is not. The bound address is checked
+// again after listening, since localhost is resolved.
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (s *Server) tlsConfig() (*tls.Config, error) {
@@ -371,11 +389,7 @@ func (s *Server) stop(ctx context.Context) error {
 	for {
 		select {
 		case j := <-s.queue:
-			s.finish(j, outcome{
-				result:  errorResult(jobs.CodeInternal, "the agent stopped before the job ran"),
-				code:    jobs.CodeInternal,
-				message: "the agent stopped before the job ran",
-			})
+			s.finish(j, stoppedOutcome())
 		default:
 			s.running.Store(0)
 			if err != nil {
@@ -384,6 +398,12 @@ func (s *Server) stop(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// stoppedOutcome is the result of a job accepted but never started before the agent stopped.
+func stoppedOutcome() outcome {
+	const msg = "the agent stopped before the job ran"
+	return outcome{result: errorResult(jobs.CodeInternal, msg), code: jobs.CodeInternal, message: msg}
 }
 
 // Health implements agent.Component.
@@ -415,6 +435,12 @@ func (s *Server) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-s.queue:
+			if ctx.Err() != nil {
+				// Stopping: select picks at random among ready cases, so a job may come out
+				// after the cancel. It must not start.
+				s.finish(j, stoppedOutcome())
+				return
+			}
 			s.busy.Add(1)
 			jctx, cancel := context.WithTimeout(ctx, j.timeout)
 			o := runFunc(jctx, j)
