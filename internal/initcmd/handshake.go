@@ -215,7 +215,16 @@ func refusal(resp *http.Response, body []byte) error {
 		}
 	case http.StatusNotFound:
 		e.Reason = "Odoo answered 404 (" + orSnippet(payload.Error, body) + ")"
-		e.Fix = "Check --db (the database name) and --server-id, and that the asterisk_plus addon is installed in that database"
+		switch payload.Error {
+		case "server_id_required":
+			e.Fix = "Odoo has several PBX servers: pass --server-id with the id of this one (shown in the server's URL in Odoo)"
+		case "unknown_server":
+			e.Fix = "No such PBX server: check --server-id, or create the server in Odoo (PBX > Servers) first"
+		case "unknown_db":
+			e.Fix = "Check --db (the database name) and that the asterisk_plus addon is installed in that database"
+		default:
+			e.Fix = "Check --db (the database name) and --server-id, and that the asterisk_plus addon is installed in that database"
+		}
 	case http.StatusTooManyRequests:
 		e.Reason = "Odoo answered 429 (" + orSnippet(payload.Error, body) + "): too many attempts, or another init is running for this server"
 		e.Fix = "Wait"

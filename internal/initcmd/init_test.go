@@ -651,9 +651,12 @@ func TestInitHandshakeRefusalsWriteNoConfig(t *testing.T) {
 	}{
 		{403, `{"error": "not_permitted"}`, nil, []string{"not_permitted", `"Allow agent initialization"`, "1 hour"}},
 		{403, `{"error": "already_initialized"}`, nil, []string{"already_initialized", `"Reset agent"`}},
-		{404, `{"error": "unknown database"}`, nil, []string{"404", "--db", "asterisk_plus"}},
+		{404, `{"error": "unknown_db"}`, nil, []string{"404 (unknown_db)", "--db", "asterisk_plus"}},
+		{404, `{"error": "server_id_required"}`, nil, []string{"server_id_required", "pass --server-id"}},
+		{404, `{"error": "unknown_server"}`, nil, []string{"unknown_server", "check --server-id"}},
 		{404, `<html>Not Found</html>`, nil, []string{"404", `"<html>Not Found</html>"`}},
 		{429, `{"error": "busy"}`, http.Header{"Retry-After": {"30"}}, []string{"429", "busy", "Wait 30 seconds"}},
+		{429, `{"error": "too_many_attempts"}`, nil, []string{"too_many_attempts", "Wait a minute"}},
 		{500, `Internal Server Error`, nil, []string{"HTTP 500", "Odoo's log"}},
 		{200, `<html>login</html>`, nil, []string{"not with JSON"}},
 		{200, `{"agent_token": "t", "odoo_user": "u"}`, nil, []string{"lacks odoo_password, odoo_db"}},
