@@ -123,7 +123,7 @@ type harness struct {
 	counter  atomic.Int32
 }
 
-func newHarness(t *testing.T, mutate func(*Config)) *harness {
+func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
 	h := &harness{enq: newRecEnqueuer(), gate: newGate(), metrics: prometheus.NewRegistry(), authFail: make(chan netip.AddrPort, 100)}
 	fake, err := jobstest.NewFakeAMI(fixtureDir, "04d-action-originate-variants", "04a-actions-ping-coresettings-corestatus")
@@ -207,7 +207,7 @@ func (r reply) errCode() string {
 	return s
 }
 
-func doPost(t *testing.T, client *http.Client, url, token, contentType string, body io.Reader) reply {
+func doPost(t testing.TB, client *http.Client, url, token, contentType string, body io.Reader) reply {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, body)
 	if err != nil {
