@@ -52,6 +52,9 @@ type Config struct {
 	// Odoo makes the calls. If it also has Login(ctx) error (as *odoo.JSONRPC does), the engine
 	// uses it to re-login while paused on an auth failure; otherwise it retries a call to probe.
 	Odoo odoo.Client
+	// MaxAge is spool.max_age: an item older than this is dead-lettered instead of being retried
+	// (the spool's own MaxAge, when set, applies as well).
+	MaxAge time.Duration
 	// MaxParallel is delivery.max_parallel, the number of lanes delivered at once (default 8).
 	MaxParallel int
 	// HandlerAttempts is how many handler errors an item gets before it is dead-lettered (default 3).
@@ -263,6 +266,11 @@ func (e *Engine) deliverHead(ctx context.Context, lane string) result {
 	}
 	if e.cfg.Spool.Expired(it) {
 		e.deadLetter(it, e.cfg.Spool.ExpiredReason())
+		r.outcome = outDone
+		return r
+	}
+	if e.cfg.MaxAge > 0 && time.Since(it.Created) > e.cfg.MaxAge {
+		e.deadLetter(it, fmt.Sprintf("not delivered within spool.max_age (%s)", e.cfg.MaxAge))
 		r.outcome = outDone
 		return r
 	}

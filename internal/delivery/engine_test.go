@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -450,6 +451,68 @@ func TestExpiredItemsAreDeadLettered(t *testing.T) {
 	if len(dead) != 1 || decodeArg(t, dead[0].Args).N != 0 {
 		t.Fatalf("dead = %+v", dead)
 	}
+}
+
+func TestEngineMaxAgeWithoutSpoolMaxAge(t *testing.T) {
+	srv := odootest.Start(t, odootest.Options{})
+	srv.Stop()
+	h := newHarness(t, srv, "", 1, spool.Options{})
+	h.close()
+	h.sp, _ = spool.Open(h.dir, spool.Options{})
+	h.reg = prometheus.NewRegistry()
+	h.eng = delivery.New(delivery.Config{Spool: h.sp, Odoo: h.track, MaxParallel: 1, Backoff: fastBackoff, MaxAge: 150 * time.Millisecond})
+	if err := h.eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Odoo stays down: the item is retried until it is older than max_age, then dead-lettered.
+	h.enqueue("a", 0, nil)
+	waitFor(t, "dead-lettered after max_age", func() bool { return h.sp.Stats().Dead == 1 })
+	dead, _ := h.sp.DeadItems()
+	if !strings.Contains(dead[0].Reason, "spool.max_age") {
+		t.Fatalf("reason = %q", dead[0].Reason)
+	}
+	if d := time.Since(dead[0].Created); d < 150*time.Millisecond {
+		t.Fatalf("dead-lettered after %s, before max_age", d)
+	}
+}
+
+func TestMissingMethodDeadLetters(t *testing.T) {
+	srv := odootest.Start(t, odootest.Options{})
+	srv.HandleAll(func(c odootest.Call) odootest.Response {
+		return odootest.Response{ErrorName: odootest.ErrAttributeError,
+			ErrorMessage: fmt.Sprintf("The method '%s' does not exist on the model '%s'", c.Method, c.Model)}
+	})
+	h := newHarness(t, srv, "", 1, spool.Options{})
+	h.enqueue("a", 0, nil)
+	waitFor(t, "dead letter", func() bool { return h.sp.Stats().Dead == 1 })
+	if n := len(srv.Calls()); n != 3 {
+		t.Fatalf("calls = %d, want 3 attempts", n)
+	}
+	if v := metricValue(t, h.reg, "odoopbx_delivery_failures_total", map[string]string{"kind": "missing_method"}); v != 3 {
+		t.Fatalf("missing_method failures = %v", v)
+	}
+}
+
+func TestConfigErrorPausesUntilFixed(t *testing.T) {
+	srv := odootest.Start(t, odootest.Options{})
+	h := newHarness(t, srv, "", 2, spool.Options{})
+	if err := h.client.Login(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Redirect(301, "/odoo/jsonrpc") // a proxy turned POST into GET: nothing can be delivered
+	for i := 0; i < 5; i++ {
+		h.enqueue("a", i, nil)
+	}
+	waitFor(t, "paused on config error", func() bool {
+		hl := h.eng.Health()
+		return hl.Detail["paused"] == true && hl.Detail["odoo"] == delivery.OdooConfigError
+	})
+	srv.Redirect(308, "/odoo/jsonrpc") // fixed
+	waitFor(t, "drained", func() bool { return h.sp.Stats().Pending == 0 })
+	if st := h.sp.Stats(); st.Dead != 0 {
+		t.Fatalf("dead letters on a config error: %+v", st)
+	}
+	checkComplete(t, delivered(t, srv), []string{"a"}, 5)
 }
 
 func TestSpoolFullRefusesAndCounts(t *testing.T) {

@@ -150,6 +150,9 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// TLSInsecure reports odoo.insecure_skip_verify, for agent.status.
+func (c *JSONRPC) TLSInsecure() bool { return c.opts.InsecureSkipVerify }
+
 // Close drops idle keep-alive connections.
 func (c *JSONRPC) Close() { c.http.CloseIdleConnections() }
 

@@ -585,10 +585,8 @@ func (s *Spool) deadMany(items []delivery.Item, reason string, keepAttempts bool
 		}
 		s.mu.Lock()
 		if _, ok := s.removePendingLocked(id); ok {
-			// Count it as dead at once so the bytes stay accounted while the commit runs.
-			s.deadIndex[id] = int64(len(v))
-			s.deadCount++
-			s.deadBytes += int64(len(v))
+			// Reserve its bytes while the commit runs; it shows as dead once it is on disk.
+			s.reserved += int64(len(v))
 			o.ids = append(o.ids, id)
 			o.vals = append(o.vals, v)
 		}
@@ -596,6 +594,20 @@ func (s *Spool) deadMany(items []delivery.Item, reason string, keepAttempts bool
 	}
 	if len(o.ids) == 0 {
 		return 0, nil
+	}
+	o.apply = func() {
+		for i, id := range o.ids {
+			size := int64(len(o.vals[i]))
+			s.reserved -= size
+			s.deadIndex[id] = size
+			s.deadCount++
+			s.deadBytes += size
+		}
+	}
+	o.fail = func() {
+		for _, v := range o.vals {
+			s.reserved -= int64(len(v))
+		}
 	}
 	return len(o.ids), s.submit(o)
 }
