@@ -2,6 +2,7 @@ package security
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -23,6 +24,10 @@ type BanEntry struct {
 	Prefix netip.Prefix
 	TTL    time.Duration
 }
+
+// ErrNoTable is wrapped by a backend whose table is not installed (the agent is not running with
+// security on); there is then nothing to unban.
+var ErrNoTable = errors.New("security: the firewall table is not installed (is the agent running with security on?)")
 
 // Backend enforces bans. The nftables backend (package nft) talks netlink; the dry-run backend only
 // logs, for hosts without nftables or CAP_NET_ADMIN.

@@ -2,6 +2,7 @@ package security
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -97,7 +98,7 @@ func (o Offline) Unban(ctx context.Context, pr netip.Prefix) (found bool, err er
 		}
 	}
 	if o.Backend != nil {
-		if err := o.Backend.Unban(ctx, key); err != nil {
+		if err := o.Backend.Unban(ctx, key); err != nil && !errors.Is(err, ErrNoTable) {
 			return found, err
 		}
 	}

@@ -333,9 +333,10 @@ func (b *Backend) Unban(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
+// explainMissing turns the kernel's ENOENT (one per message of the batch) into ErrNoTable.
 func explainMissing(err error) error {
 	if errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("table inet %s is not installed (is the agent running with security on?): %w", TableName, err)
+		return security.ErrNoTable
 	}
 	return explain(err)
 }
