@@ -370,7 +370,7 @@ func TestRoutesAndContentType(t *testing.T) {
 		t.Errorf("GET: %d", resp.StatusCode)
 	}
 	for ct, status := range map[string]int{
-		"":                                  200 - 200 + 415,
+		"":                                  415,
 		"text/plain":                        415,
 		"application/x-www-form-urlencoded": 415,
 		"application/json; charset=utf-8":   200,
@@ -867,4 +867,23 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 		}
 	}
 	return 0
+}
+
+func TestFromConfig(t *testing.T) {
+	c := config.Default()
+	c.API.Token, c.API.TokenNext = "a", "b"
+	c.API.AllowFrom = []string{"10.0.0.0/8"}
+	got := FromConfig(c)
+	if got.Listen != "[::]:48000" || !got.TLS || got.CertFile != "/etc/odoopbx/tls/agent.crt" || got.KeyFile != "/etc/odoopbx/tls/agent.key" ||
+		len(got.Tokens) != 2 || got.Tokens[1].Reveal() != "b" || got.MaxBodyBytes != 4<<20 || got.Workers != 16 || got.Queue != 1000 ||
+		got.NotifyMethod != "asterisk_plus_notify" || got.AllowFrom[0] != "10.0.0.0/8" {
+		t.Fatalf("FromConfig = %+v", got)
+	}
+	// Without a token the result still fails closed.
+	c.API.Token, c.API.TokenNext = "", ""
+	cfg := FromConfig(c)
+	cfg.Functions, cfg.Enqueuer = jobs.NewRegistry(), newRecEnqueuer()
+	if _, err := New(cfg); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("err = %v", err)
+	}
 }
