@@ -33,7 +33,10 @@ type Deps struct {
 	Config func() config.Config
 	// NewActionID returns a fresh unique ActionID for an action Odoo sent without one. Optional.
 	NewActionID func() string
-	Logger      *slog.Logger
+	// MaxParallelRecordings bounds recording.get_file jobs running at once (default 2): each may
+	// hold a 64 MiB file, its MP3 and its base64 in memory.
+	MaxParallelRecordings int
+	Logger                *slog.Logger
 }
 
 // Default timeouts of the built-ins that differ from DefaultTimeout (contract §4.7).
@@ -58,7 +61,10 @@ func Builtins(d Deps) (*Registry, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &builtins{deps: d}
+	if d.MaxParallelRecordings <= 0 {
+		d.MaxParallelRecordings = 2
+	}
+	b := &builtins{deps: d, recordings: make(chan struct{}, d.MaxParallelRecordings)}
 	r := NewRegistry()
 	type entry struct {
 		name    string
@@ -95,7 +101,8 @@ func Builtins(d Deps) (*Registry, error) {
 }
 
 type builtins struct {
-	deps Deps
+	deps       Deps
+	recordings chan struct{} // semaphore of recording.get_file reads
 }
 
 func testPing(context.Context, []json.RawMessage, map[string]json.RawMessage) (any, error) {

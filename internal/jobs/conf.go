@@ -266,7 +266,9 @@ func (b *builtins) putAllConfigs(_ context.Context, args []json.RawMessage, _ ma
 		}
 		data, err := decodeBase64(files[n], maxFileBytes(cfg))
 		if err != nil {
-			return nil, Errorf(CodeInvalidArgs, "%s: %s", n, err.(*Error).Message)
+			var e *Error
+			errors.As(err, &e)
+			return nil, Errorf(e.Code, "%s: %s", n, e.Message)
 		}
 		total += int64(len(data))
 		if total > maxFileBytes(cfg) {
@@ -277,7 +279,10 @@ func (b *builtins) putAllConfigs(_ context.Context, args []json.RawMessage, _ ma
 	written := []string{}
 	for _, n := range names {
 		if err := etc.write(n, contents[n], "", maxFileBytes(cfg)); err != nil {
-			e := err.(*Error)
+			var e *Error
+			if !errors.As(err, &e) {
+				e = Errorf(CodeIOError, "%v", err)
+			}
 			return nil, Errorf(e.Code, "%s (written before the failure: %s)", e.Message, strings.Join(written, ", "))
 		}
 		written = append(written, n)

@@ -91,6 +91,12 @@ func (b *builtins) recordingGetFile(ctx context.Context, args []json.RawMessage,
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case b.recordings <- struct{}{}:
+		defer func() { <-b.recordings }()
+	case <-ctx.Done():
+		return nil, Errorf(CodeTimeout, "no slot to read %s before the job's timeout (other recordings are being read)", c.Path)
+	}
 	data, err := readConfined(c, maxFileBytes(cfg))
 	if err != nil {
 		return nil, err

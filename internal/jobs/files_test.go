@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/odoopbx/odoopbx/internal/config"
 )
@@ -281,5 +282,25 @@ func TestTestPingAndRegistry(t *testing.T) {
 	}
 	if r.Timeout("recording.get_file") != RecordingTimeout || r.Timeout("test.ping") != DefaultTimeout {
 		t.Error("timeouts")
+	}
+}
+
+func TestRecordingReadsAreBounded(t *testing.T) {
+	e := newFileEnv(t)
+	b := &builtins{deps: Deps{Config: func() config.Config { return e.cfg }}, recordings: make(chan struct{}, 1)}
+	// Hold the only slot, as a long read would: a second job waits, then times out cleanly.
+	b.recordings <- struct{}{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	arg, _ := json.Marshal("2026/call.wav")
+	if _, err := b.recordingGetFile(ctx, []json.RawMessage{arg}, nil); errCode(t, err) != CodeTimeout {
+		t.Fatalf("err = %v", err)
+	}
+	<-b.recordings
+	if _, err := b.recordingGetFile(context.Background(), []json.RawMessage{arg}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.recordings) != 0 {
+		t.Fatal("the slot was not given back")
 	}
 }
