@@ -596,8 +596,9 @@ func (s *Server) serveExecuteKw(w http.ResponseWriter, r *http.Request, req *rpc
 			t.Stop()
 			return
 		case <-stop:
+			// Cut the connection instead of answering: an Odoo that went away answers nothing.
 			t.Stop()
-			return
+			panic(http.ErrAbortHandler)
 		}
 	}
 	switch {
