@@ -254,7 +254,12 @@ func (s *Server) Start(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	// HTTP/1.1 only: Odoo's client speaks nothing else, and HTTP/2 would let one connection open
+	// hundreds of streams, each a goroutine, before any token is checked.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
 	s.httpServer = &http.Server{
+		Protocols:         protocols,
 		Handler:           http.HandlerFunc(s.serveHTTP),
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: readHeaderTimeout,

@@ -887,3 +887,19 @@ func TestFromConfig(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestTLSRefusesHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, func(c *Config) {
+		c.TLS = true
+		c.CertFile, c.KeyFile = filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key")
+	})
+	conn, err := tls.Dial("tcp", h.srv.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if p := conn.ConnectionState().NegotiatedProtocol; p == "h2" {
+		t.Fatalf("negotiated %q", p)
+	}
+}
