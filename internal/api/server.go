@@ -54,7 +54,7 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultWorkers      = 16
 	DefaultQueue        = 1000
-	DefaultMaxConns     = 256
+	DefaultMaxConns     = 512
 	DefaultNotifyMethod = "asterisk_plus_notify"
 )
 
