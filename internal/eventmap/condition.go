@@ -113,13 +113,13 @@ var (
 func (d *eventDict) String() string {
 	var b strings.Builder
 	b.WriteByte('{')
-	for i, f := range d.ev.fields {
+	for i := range d.ev.fields {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(starlark.String(f.Name).String())
+		b.WriteString(starlark.String(d.ev.fields[i].name).String())
 		b.WriteString(": ")
-		b.WriteString(toStarlark(f.Value).String())
+		b.WriteString(toStarlark(&d.ev.fields[i]).String())
 	}
 	b.WriteByte('}')
 	return b.String()
@@ -136,17 +136,17 @@ func (d *eventDict) Get(k starlark.Value) (starlark.Value, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
-	v, found := d.ev.Lookup(name)
-	if !found {
+	i := d.ev.index(name)
+	if i < 0 {
 		return nil, false, nil
 	}
-	return toStarlark(v), true, nil
+	return toStarlark(&d.ev.fields[i]), true, nil
 }
 
 func (d *eventDict) keys() starlark.Tuple {
 	keys := make(starlark.Tuple, len(d.ev.fields))
-	for i, f := range d.ev.fields {
-		keys[i] = starlark.String(f.Name)
+	for i := range d.ev.fields {
+		keys[i] = starlark.String(d.ev.fields[i].name)
 	}
 	return keys
 }
@@ -155,8 +155,8 @@ func (d *eventDict) Iterate() starlark.Iterator { return d.keys().Iterate() }
 
 func (d *eventDict) Items() []starlark.Tuple {
 	items := make([]starlark.Tuple, len(d.ev.fields))
-	for i, f := range d.ev.fields {
-		items[i] = starlark.Tuple{starlark.String(f.Name), toStarlark(f.Value)}
+	for i := range d.ev.fields {
+		items[i] = starlark.Tuple{starlark.String(d.ev.fields[i].name), toStarlark(&d.ev.fields[i])}
 	}
 	return items
 }
@@ -176,8 +176,8 @@ func (d *eventDict) Attr(name string) (starlark.Value, error) {
 	case "values":
 		return starlark.NewBuiltin("values", func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
 			values := make([]starlark.Value, len(d.ev.fields))
-			for i, f := range d.ev.fields {
-				values[i] = toStarlark(f.Value)
+			for i := range d.ev.fields {
+				values[i] = toStarlark(&d.ev.fields[i])
 			}
 			return starlark.NewList(values), nil
 		}).BindReceiver(d), nil
@@ -206,28 +206,26 @@ func (d *eventDict) get(_ *starlark.Thread, b *starlark.Builtin, args starlark.T
 	return dflt, nil
 }
 
-// toStarlark converts an Event value. Lists are frozen, so a condition cannot change what the
+// toStarlark converts an Event field. Lists are frozen, so a condition cannot change what the
 // handlers of the event will receive.
-func toStarlark(v any) starlark.Value {
-	switch v := v.(type) {
-	case string:
-		return starlark.String(v)
-	case []string:
-		elems := make([]starlark.Value, len(v))
-		for i, s := range v {
+func toStarlark(f *field) starlark.Value {
+	switch f.kind {
+	case kindString:
+		return starlark.String(f.str)
+	case kindList:
+		elems := make([]starlark.Value, len(f.list))
+		for i, s := range f.list {
 			elems[i] = starlark.String(s)
 		}
 		l := starlark.NewList(elems)
 		l.Freeze()
 		return l
-	case float64:
-		return starlark.Float(v)
-	case int:
-		return starlark.MakeInt(v)
-	case int64:
-		return starlark.MakeInt64(v)
-	case bool:
-		return starlark.Bool(v)
+	case kindFloat:
+		return starlark.Float(f.num)
+	case kindInt:
+		return starlark.MakeInt64(int64(f.num))
+	case kindBool:
+		return starlark.Bool(f.num != 0)
 	default:
 		return starlark.None
 	}

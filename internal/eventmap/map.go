@@ -312,6 +312,12 @@ func (m *Map) fetch(ctx context.Context) (RemoteConfig, bool, error) {
 	return cfg, true, nil
 }
 
+// Handles reports whether any usable row of source names the event, so callers can skip building
+// an event nobody handles.
+func (m *Map) Handles(source, name string) bool {
+	return len(m.snap.Load().lookup(source, name)) > 0
+}
+
 // Match returns the rows of source whose event name is name and whose condition holds for ev,
 // in (sequence, id) order. A condition that fails at run time skips its row; the count of such
 // failures is returned for the caller's metric, and each failing row logs at most once a minute.

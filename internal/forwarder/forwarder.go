@@ -287,6 +287,12 @@ func (f *Forwarder) process(msg *ami.Message, now time.Time, items []delivery.It
 	if !strings.HasPrefix(lane, "event:") {
 		f.view.track(msg, name, lane, now)
 	}
+	if !f.cfg.Map.Handles(eventmap.SourceAMI, name) {
+		// Most events (Newexten, CEL, most VarSets) name no row: skip the encoding and the id.
+		f.view.record(RecentEvent{Time: now, Name: name, Lane: lane, Channel: msg.Get("Channel"),
+			Uniqueid: msg.Get("Uniqueid"), Outcome: OutcomeNoHandler})
+		return items, pending{}
+	}
 	ev, eventID := f.enrich(eventmap.EventFromMessage(msg, 4), msg.Get("Timestamp"), now)
 	rows, condErrs := f.cfg.Map.Match(eventmap.SourceAMI, name, ev)
 	if condErrs > 0 {
@@ -332,14 +338,16 @@ func (f *Forwarder) enrich(ev *eventmap.Event, timestamp string, now time.Time) 
 	if sent := ev.Get(FieldSystemName); sent != "" && sent != f.cfg.SystemName {
 		ev.Rename(FieldSystemName, FieldAsteriskSystemName)
 	}
-	ev.Set(FieldSystemName, f.cfg.SystemName)
+	ev.SetString(FieldSystemName, f.cfg.SystemName)
 
 	eventTime := float64(now.UnixMicro()) / 1e6
-	if ts, err := strconv.ParseFloat(strings.TrimSpace(timestamp), 64); err == nil && ts > 0 {
-		eventTime = ts
+	if timestamp != "" { // timestampevents = yes (contract §2.9)
+		if ts, err := strconv.ParseFloat(strings.TrimSpace(timestamp), 64); err == nil && ts > 0 {
+			eventTime = ts
+		}
 	}
 	ev.Rename(FieldEventTime, FieldAsteriskPrefix+FieldEventTime)
-	ev.Set(FieldEventTime, eventTime)
+	ev.SetFloat(FieldEventTime, eventTime)
 
 	id, err := f.cfg.NewEventID()
 	if err != nil {
@@ -348,7 +356,7 @@ func (f *Forwarder) enrich(ev *eventmap.Event, timestamp string, now time.Time) 
 		f.log.Error("forwarder: UUIDv7 failed; using a v4 id", "err", err)
 	}
 	ev.Rename(FieldAgentEventID, FieldAsteriskPrefix+FieldAgentEventID)
-	ev.Set(FieldAgentEventID, id)
+	ev.SetString(FieldAgentEventID, id)
 	return ev, id
 }
 

@@ -363,13 +363,15 @@ func TestStopDrainsWhatIsQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := f.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
+	// Events are queued and the context is already done when the consumer starts: whichever
+	// way select goes, the queued events reach the spool before Stop returns.
 	for i := 0; i < 3; i++ {
 		queue <- ami.NewMessage("Event", "FullyBooted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if err := f.Stop(context.Background()); err != nil {
 		t.Fatal(err)
@@ -511,8 +513,16 @@ func TestActiveCallsAndRecentEvents(t *testing.T) {
 	if len(recent) != 5 {
 		t.Fatalf("%d recent events, want 5", len(recent))
 	}
-	if last := recent[4]; last.Name != events[len(events)-1].Event() || last.AgentEventID == "" {
-		t.Fatalf("last recent %+v", last)
+	if last := recent[4]; last.Name != events[len(events)-1].Event() || last.Outcome != OutcomeNoHandler || last.AgentEventID != "" {
+		t.Fatalf("last recent %+v (no row names it: no id)", last)
+	}
+	for _, e := range recent {
+		if e.Handlers > 0 && e.AgentEventID == "" {
+			t.Fatalf("recent %+v: a handled event without its id", e)
+		}
+	}
+	if f.matched.Load() != 4 {
+		t.Fatalf("matched %d", f.matched.Load())
 	}
 }
 

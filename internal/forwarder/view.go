@@ -25,15 +25,16 @@ const (
 
 // RecentEvent is one received event, for the status page.
 type RecentEvent struct {
-	Time            time.Time `json:"time"`
-	Name            string    `json:"name"`
-	Lane            string    `json:"lane"`
-	AgentEventID    string    `json:"agent_event_id"`
-	Channel         string    `json:"channel,omitempty"`
-	Uniqueid        string    `json:"uniqueid,omitempty"`
-	Handlers        int       `json:"handlers"`
-	ConditionErrors int       `json:"condition_errors,omitempty"`
-	Outcome         string    `json:"outcome"`
+	Time time.Time `json:"time"`
+	Name string    `json:"name"`
+	Lane string    `json:"lane"`
+	// AgentEventID is empty for an event that no map row names (it is never built).
+	AgentEventID    string `json:"agent_event_id,omitempty"`
+	Channel         string `json:"channel,omitempty"`
+	Uniqueid        string `json:"uniqueid,omitempty"`
+	Handlers        int    `json:"handlers"`
+	ConditionErrors int    `json:"condition_errors,omitempty"`
+	Outcome         string `json:"outcome"`
 }
 
 // ActiveCall is one call in progress as the events show it.
