@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,7 +19,7 @@ import (
 // queueCmd inspects and repairs the delivery spool: through the running agent's control socket
 // when it answers, else by opening the spool directly.
 func (a *app) queueCmd() *command {
-	var all bool
+	var all, jsonl bool
 	return &command{
 		name:    "queue",
 		summary: "show the delivery spool: pending items per lane, dead letters, bytes",
@@ -32,11 +33,14 @@ func (a *app) queueCmd() *command {
 			{
 				name:    "dead",
 				summary: "list the dead letters: id, origin, target, attempts, last error",
+				setup: func(fs *flag.FlagSet) {
+					fs.BoolVar(&jsonl, "jsonl", false, "print whole items as JSON lines (to save or replay them)")
+				},
 				run: func(ctx context.Context, args []string) error {
 					if len(args) > 0 {
 						return usageError{"queue dead: takes no arguments"}
 					}
-					return a.queueDead(ctx)
+					return a.queueDead(ctx, jsonl)
 				},
 			},
 			{
@@ -151,7 +155,7 @@ func (a *app) queueStatus(ctx context.Context) error {
 	return tw.Flush()
 }
 
-func (a *app) queueDead(ctx context.Context) error {
+func (a *app) queueDead(ctx context.Context, jsonl bool) error {
 	var dead []delivery.DeadItem
 	err := a.withQueue(ctx,
 		func(stateDir string) error { return control.Call(ctx, stateDir, "GET", "/queue/dead", nil, &dead) },
@@ -162,6 +166,15 @@ func (a *app) queueDead(ctx context.Context) error {
 		})
 	if err != nil {
 		return err
+	}
+	if jsonl {
+		enc := json.NewEncoder(a.stdout)
+		for _, d := range dead {
+			if err := enc.Encode(d); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if len(dead) == 0 {
 		fmt.Fprintln(a.stdout, "no dead letters")

@@ -369,7 +369,9 @@ type dispatcher struct {
 	workers  int
 	idle     int
 	paused   bool
-	pauseN   int
+	// pauses counts pauses since the last delivery, so an item that keeps raising AccessDenied
+	// after every successful re-login is retried ever more slowly instead of every Initial.
+	pauses int
 	resume   chan error
 	sweeping atomic.Bool
 	sweepWG  sync.WaitGroup
@@ -503,6 +505,7 @@ func (d *dispatcher) handle(ctx context.Context, r result) {
 	delete(d.dirty, r.lane)
 	switch r.outcome {
 	case outDone:
+		d.pauses = 0
 		delete(d.failures, r.lane)
 		d.ready.push(r.lane) // next item, after the other ready lanes had their turn
 	case outEmpty:
@@ -532,7 +535,8 @@ func (d *dispatcher) handle(ctx context.Context, r result) {
 			e.setOdooState(state)
 			e.log.Error("delivery: Odoo refuses the agent, pausing every lane until a login works", "err", r.err)
 			d.resume = make(chan error, 1)
-			go d.relogin(ctx, d.resume)
+			d.pauses++
+			go d.relogin(ctx, d.resume, d.pauses)
 		}
 	case outStop:
 		d.ready.pushFront(r.lane)
@@ -541,9 +545,9 @@ func (d *dispatcher) handle(ctx context.Context, r result) {
 
 // relogin retries the login with backoff until it works (or, without a Login method, just waits
 // one backoff so a call can probe), then reports on done.
-func (d *dispatcher) relogin(ctx context.Context, done chan<- error) {
+func (d *dispatcher) relogin(ctx context.Context, done chan<- error, first int) {
 	e := d.e
-	for n := 1; ; n++ {
+	for n := first; ; n++ {
 		t := time.NewTimer(e.cfg.AuthBackoff.Delay(n))
 		select {
 		case <-ctx.Done():

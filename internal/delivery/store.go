@@ -62,6 +62,8 @@ type StoreStats struct {
 	DeadBytes int64  `json:"dead_bytes"`
 	MaxBytes  int64  `json:"max_bytes"`
 	Refused   uint64 `json:"refused"`
+	// Commits counts disk transactions since Open (appends share them: group commit).
+	Commits uint64 `json:"commits"`
 }
 
 // ErrNotFound is returned by a Store for an unknown item id.

@@ -317,6 +317,9 @@ func (c *JSONRPC) call(ctx context.Context, service, method string, args []any) 
 			Message: fmt.Sprintf("POST %s was redirected to %q with a method-changing status: use 308 or fix odoo.url", c.endpoint, resp.Header.Get("Location"))}
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		return nil, &Error{Kind: KindTransient, HTTPStatus: resp.StatusCode, Message: snippet(resp.Body)}
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil, &Error{Kind: KindConfig, HTTPStatus: resp.StatusCode,
+			Message: fmt.Sprintf("%s asks for HTTP authentication (a proxy in front of Odoo?): %s", c.endpoint, snippet(resp.Body))}
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, &Error{Kind: KindConfig, HTTPStatus: resp.StatusCode,
 			Message: fmt.Sprintf("no JSON-RPC endpoint at %s (check odoo.url)", c.endpoint)}

@@ -147,6 +147,7 @@ func TestErrorKinds(t *testing.T) {
 		{"http 502", "m9", odootest.Response{HTTPStatus: 502}, odoo.KindTransient},
 		{"http 503", "m10", odootest.Response{HTTPStatus: 503}, odoo.KindTransient},
 		{"http 400", "m11", odootest.Response{HTTPStatus: 400}, odoo.KindHandler},
+		{"http 401 from a proxy", "m15", odootest.Response{HTTPStatus: 401}, odoo.KindConfig},
 		{"dropped connection", "m12", odootest.Response{Drop: true}, odoo.KindTransient},
 		{"timeout", "m13", odootest.Response{Delay: 3 * time.Second}, odoo.KindTransient},
 		{"access error", "m14", odootest.Response{ErrorName: odootest.ErrAccessError}, odoo.KindHandler},

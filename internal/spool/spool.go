@@ -115,6 +115,7 @@ type Spool struct {
 	deadIndex map[uint64]int64 // id -> size
 	reserved  int64            // bytes of appends queued but not committed
 	refused   uint64
+	commits   uint64
 	queue     []*op
 	wake      chan struct{}
 	stopped   chan struct{}
@@ -403,6 +404,7 @@ func (s *Spool) commit(batch []*op) {
 		s.log.Error("spool: commit failed", "err", err, "ops", len(batch))
 	}
 	s.mu.Lock()
+	s.commits++
 	for _, o := range batch {
 		if err == nil && o.apply != nil {
 			o.apply()
@@ -773,7 +775,7 @@ func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{Pending: len(s.laneOf), Lanes: len(s.lanes), Dead: s.deadCount, Bytes: s.pendBytes + s.deadBytes,
-		DeadBytes: s.deadBytes, MaxBytes: s.opts.MaxBytes, Refused: s.refused}
+		DeadBytes: s.deadBytes, MaxBytes: s.opts.MaxBytes, Refused: s.refused, Commits: s.commits}
 }
 
 // LaneStats describes every lane with pending items, oldest head first.

@@ -354,9 +354,15 @@ func TestConcurrentAppends(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	if st := s.Stats(); st.Pending != writers*per {
+	st := s.Stats()
+	if st.Pending != writers*per {
 		t.Fatalf("pending = %d", st.Pending)
 	}
+	// Eight writers waiting on fsync at once must share transactions (group commit).
+	if st.Commits >= writers*per {
+		t.Fatalf("%d commits for %d appends: no group commit", st.Commits, writers*per)
+	}
+	t.Logf("%d appends in %d commits", writers*per, st.Commits)
 	got := drain(t, s)
 	total := 0
 	for lane, ns := range got {
