@@ -371,7 +371,7 @@ type dispatcher struct {
 	paused   bool
 	// pauses counts pauses since the last delivery, so an item that keeps raising AccessDenied
 	// after every successful re-login is retried ever more slowly instead of every Initial.
-	pauses int
+	pauses   int
 	resume   chan error
 	sweeping atomic.Bool
 	sweepWG  sync.WaitGroup
