@@ -71,6 +71,14 @@ func (c *Condition) Eval(ev *Event, printFn func(msg string)) (bool, error) {
 	if c.Empty() {
 		return true, nil
 	}
+	return c.eval(&eventDict{ev: ev}, printFn)
+}
+
+// eval runs the condition on a view shared by all the rows of one event.
+func (c *Condition) eval(d *eventDict, printFn func(msg string)) (bool, error) {
+	if c.Empty() {
+		return true, nil
+	}
 	thread := &starlark.Thread{Name: "condition"}
 	thread.SetMaxExecutionSteps(MaxConditionSteps)
 	if printFn != nil {
@@ -78,7 +86,7 @@ func (c *Condition) Eval(ev *Event, printFn func(msg string)) (bool, error) {
 	} else {
 		thread.Print = func(*starlark.Thread, string) {}
 	}
-	v, err := starlark.Call(thread, c.fn, starlark.Tuple{&eventDict{ev: ev}}, nil)
+	v, err := starlark.Call(thread, c.fn, starlark.Tuple{d}, nil)
 	if err != nil {
 		if thread.ExecutionSteps() >= MaxConditionSteps {
 			return false, fmt.Errorf("%w: %v", ErrStepLimit, err)
@@ -101,7 +109,8 @@ func (c *Condition) Eval(ev *Event, printFn func(msg string)) (bool, error) {
 // keep working on a CEL event. Iteration, keys() and items() give the names spelled as Asterisk
 // sent them, which is also the spelling handlers receive.
 type eventDict struct {
-	ev *Event
+	ev     *Event
+	getter *starlark.Builtin // event.get, bound once per event
 }
 
 var (
@@ -168,7 +177,12 @@ func (d *eventDict) AttrNames() []string { return eventDictMethods }
 func (d *eventDict) Attr(name string) (starlark.Value, error) {
 	switch name {
 	case "get":
-		return starlark.NewBuiltin("get", d.get).BindReceiver(d), nil
+		// Conditions are evaluated one at a time per event (Match), so this lazy cache is not
+		// shared between goroutines.
+		if d.getter == nil {
+			d.getter = starlark.NewBuiltin("get", d.get).BindReceiver(d)
+		}
+		return d.getter, nil
 	case "keys":
 		return starlark.NewBuiltin("keys", func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
 			return starlark.NewList(d.keys()), nil

@@ -199,3 +199,23 @@ func TestConditionDictBehaviour(t *testing.T) {
 		t.Fatal("an empty event must be falsy")
 	}
 }
+
+// One evaluation of a default-map condition against a recorded Newstate.
+func BenchmarkConditionEval(b *testing.B) {
+	var ev *Event
+	for _, m := range fixtureEvents(b, "05c-") {
+		if m.Event() == "Newstate" {
+			ev = EventFromMessage(m, 0)
+		}
+	}
+	c, err := CompileCondition("bench", "event['ChannelStateDesc'] == 'Up' and not event['Channel'].startswith('Local/')")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if ok, err := c.Eval(ev, nil); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}

@@ -52,8 +52,9 @@ type Config struct {
 	// RefreshEvery is the periodic reload; 0 means DefaultRefreshEvery, negative disables it.
 	RefreshEvery time.Duration
 	// OnChange, if set, is called after a new map is swapped in (not when a refresh found the
-	// same map), from the goroutine that reloaded. The lead uses it to re-login the events session
-	// when EventsMask changes, and to pass new options on.
+	// same map), from the goroutine that reloaded, while the reload lock is held: it must not call
+	// Reload. The lead uses it to re-login the events session when EventsMask changes, and to
+	// pass new options on.
 	OnChange func(*Snapshot)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -323,12 +324,14 @@ func (m *Map) Handles(source, name string) bool {
 // failures is returned for the caller's metric, and each failing row logs at most once a minute.
 func (m *Map) Match(source, name string, ev *Event) (rows []Row, conditionErrors int) {
 	s := m.snap.Load()
+	dict := &eventDict{ev: ev}
 	for _, r := range s.lookup(source, name) {
-		ok, err := r.cond.Eval(ev, func(msg string) {
+		ok, err := r.cond.eval(dict, func(msg string) {
 			m.log.Debug("eventmap: condition print", "id", r.ID, "event", r.Name, "msg", msg)
 		})
 		if err != nil {
 			conditionErrors++
+			m.metrics.conditionErrors.WithLabelValues(source).Inc()
 			m.logConditionError(r, err)
 			continue
 		}
@@ -406,6 +409,8 @@ type mapMetrics struct {
 	disabled prometheus.Gauge
 	loadedAt prometheus.Gauge
 	reloads  *prometheus.CounterVec
+	// conditionErrors counts runtime failures by source, so FastAGI's are counted too.
+	conditionErrors *prometheus.CounterVec
 }
 
 func (mm *mapMetrics) register(reg prometheus.Registerer) error {
@@ -413,10 +418,11 @@ func (mm *mapMetrics) register(reg prometheus.Registerer) error {
 	mm.disabled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "odoopbx_eventmap_disabled_rows", Help: "Rows of the events map refused at the last load."})
 	mm.loadedAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "odoopbx_eventmap_loaded_timestamp_seconds", Help: "When the map in use was loaded (unix seconds)."})
 	mm.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "odoopbx_eventmap_reloads_total", Help: "Map reloads from Odoo by result (changed, unchanged, error)."}, []string{"result"})
+	mm.conditionErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "odoopbx_eventmap_condition_errors_total", Help: "Condition evaluations that failed at run time (handler skipped), by source."}, []string{"source"})
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{mm.rows, mm.disabled, mm.loadedAt, mm.reloads} {
+	for _, c := range []prometheus.Collector{mm.rows, mm.disabled, mm.loadedAt, mm.reloads, mm.conditionErrors} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("eventmap: metrics: %w", err)
 		}
