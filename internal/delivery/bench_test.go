@@ -19,13 +19,19 @@ import (
 // BenchmarkThroughput measures items/s from Enqueue to the fake Odoo over HTTP: 64 lanes, 8
 // workers, 4 producers, each item its own fsync'd append (group-committed).
 func BenchmarkThroughput(b *testing.B) {
+	for _, d := range []time.Duration{0, 50 * time.Millisecond} {
+		b.Run("batch-delay="+d.String(), func(b *testing.B) { benchThroughput(b, d) })
+	}
+}
+
+func benchThroughput(b *testing.B, batchDelay time.Duration) {
 	srv := odootest.Start(b, odootest.Options{})
 	client, err := odoo.NewJSONRPC(odoo.Options{URL: srv.URL(), DB: srv.DB(), User: srv.User(), Password: srv.Password()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer client.Close()
-	sp, err := spool.Open(b.TempDir(), spool.Options{})
+	sp, err := spool.Open(b.TempDir(), spool.Options{MaxBatchDelay: batchDelay})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,8 +52,10 @@ type Options struct {
 	MaxBytes int64
 	// MaxAge is how long an item may wait (spool.max_age); Expire dead-letters older ones. 0 means forever.
 	MaxAge time.Duration
-	// MaxBatchDelay is the longest an append waits for companions before its commit starts. 0 commits
-	// as soon as the previous commit ends, which already batches appends under load. At most 50 ms.
+	// MaxBatchDelay makes each commit wait this long for companions. Leave it 0: commits then start
+	// as soon as the previous one ends, which already batches every append that arrived meanwhile
+	// (and fsyncs far more often than every 50 ms). A delay adds itself to every Enqueue and caps
+	// a producer that enqueues one item at a time at one item per delay. At most 50 ms.
 	MaxBatchDelay time.Duration
 	// LockTimeout is how long Open waits for the file lock (default 1 s), then fails with ErrLocked.
 	LockTimeout time.Duration
