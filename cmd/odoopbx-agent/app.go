@@ -67,6 +67,12 @@ func newApp(stdout, stderr io.Writer) *app {
 func (a *app) commands() []*command {
 	return []*command{
 		a.versionCmd(),
+		a.checkCmd(),
+		a.runCmd(),
+		a.initCmd(),
+		a.amiCmd(),
+		a.queueCmd(),
+		a.simCmd(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/odoopbx/odoopbx/internal/ami"
 	"github.com/odoopbx/odoopbx/internal/config"
+	"github.com/odoopbx/odoopbx/internal/daemon"
 )
 
 func (a *app) amiCmd() *command {
@@ -26,7 +27,7 @@ func (a *app) amiClient(cfg config.Config, events string) (*ami.Client, error) {
 	if err := cfg.RequireAMI(); err != nil {
 		return nil, err
 	}
-	tlsConf, err := amiTLS(cfg)
+	tlsConf, err := daemon.AMITLS(cfg)
 	if err != nil {
 		return nil, err
 	}

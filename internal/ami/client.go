@@ -777,34 +777,50 @@ func (c *Client) roundTrip(ctx context.Context, s *session, a *Message, originat
 	}
 	c.actionsSent.Add(1)
 
-	select {
-	case <-p.responded:
-	case <-p.done:
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return nil, ctx.Err()
-		}
-		c.actionTimeouts.Add(1)
-		return nil, ErrTimeout
+	if err := c.wait(ctx, p, p.responded); err != nil {
+		return nil, err
 	}
 	if originate {
 		if resp := p.response(); resp != nil && !resp.IsError() {
 			c.awaitOriginateResponse(ctx, p, a)
+			select {
+			case <-p.done:
+			default: // the wait ended by cancellation, not by a reply
+				return nil, ctx.Err()
+			}
 		}
 	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return nil, ctx.Err()
-		}
-		c.actionTimeouts.Add(1)
-		return nil, ErrTimeout
+	if err := c.wait(ctx, p, p.done); err != nil {
+		return nil, err
 	}
 	if p.lost {
 		return nil, ErrNotConnected
 	}
 	return p.reply(), nil
+}
+
+// wait waits for ch (or the end of the whole reply) unless ctx ends first. A reply that is already
+// complete wins over a deadline that passed at the same moment.
+func (c *Client) wait(ctx context.Context, p *pending, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		select {
+		case <-ch:
+			return nil
+		case <-p.done:
+			return nil
+		default:
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err()
+		}
+		c.actionTimeouts.Add(1)
+		return ErrTimeout
+	}
 }
 
 // awaitOriginateResponse waits for the correlated OriginateResponse, past ctx's deadline (the

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/odoopbx/odoopbx/internal/agent"
 )
 
 // SocketName is the socket's file name inside the state dir.
@@ -45,6 +47,14 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 
 // Name implements agent.Component.
 func (s *Server) Name() string { return "control" }
+
+// Health reports whether the socket is being served.
+func (s *Server) Health() agent.Health {
+	if s.ln == nil {
+		return agent.Health{OK: false, State: "stopped"}
+	}
+	return agent.Health{OK: true, State: "listening", Detail: map[string]any{"socket": s.path}}
+}
 
 // Start listens on the socket, replacing a stale socket file left by a crashed agent.
 func (s *Server) Start(ctx context.Context) error {

@@ -46,6 +46,7 @@ type Server struct {
 	closed   bool
 	wg       sync.WaitGroup
 	logins   int
+	finished bool
 }
 
 type binding struct {
@@ -324,6 +325,34 @@ func (s *Server) replay() {
 			_ = c.send(m)
 		}
 	}
+	s.mu.Lock()
+	s.finished = true
+	s.mu.Unlock()
+}
+
+// Finished reports whether the whole transcript has been sent.
+func (s *Server) Finished() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.finished
+}
+
+// Actions returns the transcript's client actions other than Login, Challenge and Logoff, in
+// order: what a test has the client send so the replay can go on.
+func Actions(sentBytes []byte) ([]*ami.Message, error) {
+	sent, err := readAll(sentBytes, false)
+	if err != nil {
+		return nil, err
+	}
+	var out []*ami.Message
+	for _, a := range sent {
+		switch strings.ToLower(a.Get("Action")) {
+		case "login", "challenge", "logoff":
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (s *Server) hasEventSession() bool {
