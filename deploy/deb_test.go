@@ -258,7 +258,7 @@ func TestDebPackage(t *testing.T) {
 	postinst, _ := os.ReadFile(filepath.Join(ctrl, "postinst"))
 	// The service must not start before init has written the config.
 	// try-restart (restart only if running, after an upgrade) is fine; start, enable, restart are not.
-	if m := regexp.MustCompile(`(?m)^\s*(systemctl|deb-systemd-invoke|invoke-rc.d)\s+(\S+\s+)*(start|enable|restart)\b.*$`).Find(postinst); m != nil {
+	if m := regexp.MustCompile(`(?m)^[ \t]*(systemctl|deb-systemd-invoke|invoke-rc\.d)[ \t]+([^ \t\n]+[ \t]+)*(start|enable|restart)\b.*$`).Find(postinst); m != nil {
 		t.Errorf("postinst runs %q: it must not start the agent before init", m)
 	}
 
@@ -297,6 +297,106 @@ func TestDebPackage(t *testing.T) {
 		}
 	} else {
 		t.Log("systemd-analyze not installed: unit not verified")
+	}
+
+	t.Run("install lifecycle", func(t *testing.T) { testInstallLifecycle(t, ctx, path) })
+}
+
+// installScript installs, upgrades, removes and purges the package with the real dpkg, inside a
+// private mount namespace whose / is an overlay over the host's /, so the host is never changed.
+// It prints "STAT <path> <owner>:<group> <mode>" and "MARK <step>" lines for the test to check.
+const installScript = `set -eu
+upper="$1"; deb="$2"
+m="$upper/merged"
+mkdir -p "$upper/u" "$upper/w" "$m"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$upper/u,workdir=$upper/w" "$m" || exit 99
+mount --bind /dev "$m/dev"
+mount -t proc proc "$m/proc"
+cp "$deb" "$m/root/odoopbx-agent.deb"
+chroot "$m" /bin/sh -eu -c '
+st() { for p in "$@"; do if [ -e "$p" ]; then stat -c "STAT %n %U:%G %a" "$p"; else echo "STAT $p absent"; fi; done; }
+dpkg -i /root/odoopbx-agent.deb
+echo MARK installed
+st /etc/odoopbx /etc/odoopbx/tls /etc/odoopbx/agent.yaml.example /var/lib/odoopbx-agent /usr/bin/odoopbx-agent
+# A config copied by hand, with the wrong owner and mode: the upgrade repairs it.
+echo "system_name: test" > /etc/odoopbx/agent.yaml
+chmod 0644 /etc/odoopbx/agent.yaml
+dpkg -i /root/odoopbx-agent.deb
+echo MARK upgraded
+st /etc/odoopbx/agent.yaml
+su -s /bin/sh asterisk -c "cat /etc/odoopbx/agent.yaml >/dev/null && touch /var/lib/odoopbx-agent/probe" && echo MARK asterisk-can-use
+dpkg -r odoopbx-agent
+echo MARK removed
+st /usr/bin/odoopbx-agent /etc/odoopbx/agent.yaml /var/lib/odoopbx-agent
+dpkg -P odoopbx-agent
+echo MARK purged
+st /etc/odoopbx/agent.yaml /etc/odoopbx/tls /var/lib/odoopbx-agent
+'
+`
+
+func testInstallLifecycle(t *testing.T, ctx context.Context, deb string) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mount namespace, overlay, chroot)")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare not installed")
+	}
+	upper := t.TempDir()
+	cmd := exec.CommandContext(ctx, unshare, "--mount", "sh", "-c", installScript, "sh", upper, deb)
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 99 {
+		t.Skipf("overlay mounts are not available here:\n%s", out)
+	}
+	if err != nil {
+		if bytes.Contains(out, []byte("unshare failed")) || bytes.Contains(out, []byte("Operation not permitted")) {
+			t.Skipf("no mount namespaces here: %s", out)
+		}
+		t.Fatalf("install lifecycle: %v\n%s", err, out)
+	}
+	stats := map[string]map[string]string{} // step -> path -> "owner:group mode"
+	step := "start"
+	marks := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "MARK":
+			step = f[1]
+			marks[step] = true
+		case len(f) >= 3 && f[0] == "STAT":
+			if stats[step] == nil {
+				stats[step] = map[string]string{}
+			}
+			stats[step][f[1]] = strings.Join(f[2:], " ")
+		}
+	}
+	for _, m := range []string{"installed", "upgraded", "asterisk-can-use", "removed", "purged"} {
+		if !marks[m] {
+			t.Errorf("step %s did not complete", m)
+		}
+	}
+	want := map[string]map[string]string{
+		"installed": {
+			"/etc/odoopbx":                    "root:asterisk 750",
+			"/etc/odoopbx/tls":                "root:asterisk 750",
+			"/etc/odoopbx/agent.yaml.example": "root:root 600",
+			"/var/lib/odoopbx-agent":          "asterisk:asterisk 750",
+			"/usr/bin/odoopbx-agent":          "root:root 755",
+		},
+		"upgraded": {"/etc/odoopbx/agent.yaml": "asterisk:asterisk 600"},
+		// Removal keeps configuration and state; purge deletes both (the config holds credentials).
+		"removed": {"/usr/bin/odoopbx-agent": "absent", "/etc/odoopbx/agent.yaml": "asterisk:asterisk 600", "/var/lib/odoopbx-agent": "asterisk:asterisk 750"},
+		"purged":  {"/etc/odoopbx/agent.yaml": "absent", "/etc/odoopbx/tls": "absent", "/var/lib/odoopbx-agent": "absent"},
+	}
+	for step, paths := range want {
+		for p, w := range paths {
+			if got := stats[step][p]; got != w {
+				t.Errorf("after %s: %s is %q, want %q", step, p, got, w)
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("dpkg output:\n%s", out)
 	}
 }
 
