@@ -55,8 +55,10 @@ demo:
 	$(GO) run ./cmd/odoopbx-agent demo
 
 ## deb: dist/odoopbx-agent_<debian-version>_<arch>.deb (nfpm as a library, see deploy/)
+# mkdeb runs on the build host: clear GOOS/GOARCH for it, so `make deb GOARCH=arm64` cross-builds
+# only the agent.
 deb: build
-	$(GO) run ./deploy/mkdeb -config deploy/nfpm.yaml -version "$(VERSION)" -arch $(GOARCH) -binary $(BINARY) -target $(DIST)
+	GOOS= GOARCH= $(GO) run ./deploy/mkdeb -config deploy/nfpm.yaml -version "$(VERSION)" -arch $(GOARCH) -binary $(BINARY) -target $(DIST)
 
 ## bench: go test -bench (narrow with BENCH=Name PKG=./internal/ami/...)
 bench:
