@@ -83,7 +83,9 @@ type instantOdoo struct {
 
 func (o *instantOdoo) ExecuteKw(ctx context.Context, m, meth string, args []any, kw map[string]any) (json.RawMessage, error) {
 	now := time.Now()
-	n := int(args[0].(map[string]any)["n"].(float64))
+	var a struct{ N int }
+	_ = json.Unmarshal(args[0].(json.RawMessage), &a)
+	n := a.N
 	o.mu.Lock()
 	o.arrived[n] = now
 	if len(o.arrived) == o.want {

@@ -278,12 +278,7 @@ func (e *Engine) deliverHead(ctx context.Context, lane string) result {
 		r.outcome, r.until = outWait, it.NotBefore
 		return r
 	}
-	var args []any
-	var kwargs map[string]any
-	err = json.Unmarshal(it.Args, &args)
-	if err == nil && len(it.Kwargs) > 0 {
-		err = json.Unmarshal(it.Kwargs, &kwargs)
-	}
+	args, kwargs, err := rawArgs(it)
 	if err != nil {
 		e.deadLetter(it, "undecodable arguments: "+err.Error())
 		r.outcome = outDone
@@ -296,7 +291,7 @@ func (e *Engine) deliverHead(ctx context.Context, lane string) result {
 		defer cancel()
 	}
 	start := time.Now()
-	_, err = e.cfg.Odoo.ExecuteKw(callCtx, it.Model, it.Method, args, kwargs)
+	err = e.call(callCtx, it, args, kwargs)
 	if err == nil {
 		if derr := e.cfg.Spool.Done(it.ID); derr != nil {
 			e.log.Error("delivery: cannot acknowledge a delivered item", "id", it.ID, "err", derr)
@@ -342,6 +337,43 @@ func (e *Engine) deliverHead(ctx context.Context, lane string) result {
 		r.outcome, r.until = outWait, time.Now().Add(e.cfg.Backoff.Delay(it.Attempts))
 	}
 	return r
+}
+
+// rawArgs splits an item's arguments into their JSON values, passed on verbatim (decoding them to
+// float64 and back would change large integers).
+func rawArgs(it Item) ([]any, map[string]any, error) {
+	var list []json.RawMessage
+	if err := json.Unmarshal(it.Args, &list); err != nil {
+		return nil, nil, err
+	}
+	args := make([]any, len(list))
+	for i, a := range list {
+		args[i] = a
+	}
+	var kwargs map[string]any
+	if len(it.Kwargs) > 0 {
+		var kw map[string]json.RawMessage
+		if err := json.Unmarshal(it.Kwargs, &kw); err != nil {
+			return nil, nil, err
+		}
+		kwargs = make(map[string]any, len(kw))
+		for k, v := range kw {
+			kwargs[k] = v
+		}
+	}
+	return args, kwargs, nil
+}
+
+// call makes the Odoo call; a panic in the client becomes a handler error instead of a crash.
+func (e *Engine) call(ctx context.Context, it Item, args []any, kwargs map[string]any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("delivery: the Odoo client panicked", "id", it.ID, "panic", p)
+			err = &odoo.Error{Kind: odoo.KindHandler, Message: fmt.Sprintf("client panic: %v", p)}
+		}
+	}()
+	_, err = e.cfg.Odoo.ExecuteKw(ctx, it.Model, it.Method, args, kwargs)
+	return err
 }
 
 func (e *Engine) deadLetter(it Item, reason string) {

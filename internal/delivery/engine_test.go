@@ -183,8 +183,13 @@ type trackingClient struct {
 func (c *trackingClient) ExecuteKw(ctx context.Context, m, meth string, args []any, kw map[string]any) (json.RawMessage, error) {
 	lane := ""
 	if len(args) == 1 {
-		if a, ok := args[0].(map[string]any); ok {
-			lane, _ = a["lane"].(string)
+		var a laneN
+		raw, ok := args[0].(json.RawMessage)
+		if !ok {
+			c.t.Errorf("argument passed as %T, not verbatim JSON", args[0])
+		}
+		if json.Unmarshal(raw, &a) == nil {
+			lane = a.Lane
 		}
 	}
 	c.mu.Lock()
@@ -513,6 +518,45 @@ func TestConfigErrorPausesUntilFixed(t *testing.T) {
 		t.Fatalf("dead letters on a config error: %+v", st)
 	}
 	checkComplete(t, delivered(t, srv), []string{"a"}, 5)
+}
+
+func TestArgumentsPassVerbatim(t *testing.T) {
+	srv := odootest.Start(t, odootest.Options{})
+	h := newHarness(t, srv, "", 1, spool.Options{})
+	args := `[{"lane":"a","n":0,"big":12345678901234567890,"f":0.1}, [1, "x", null]]`
+	kwargs := `{"context":{"tz":"UTC"},"id":9007199254740993}`
+	h.enqueue("a", 0, func(it *delivery.Item) { it.Args = json.RawMessage(args); it.Kwargs = json.RawMessage(kwargs) })
+	waitFor(t, "delivered", func() bool { return h.sp.Stats().Pending == 0 })
+	c := srv.Calls()[0]
+	if string(c.RawArgs) != `[{"lane":"a","n":0,"big":12345678901234567890,"f":0.1},[1,"x",null]]` {
+		t.Fatalf("args arrived as %s", c.RawArgs)
+	}
+	if string(c.RawKwargs) != `{"context":{"tz":"UTC"},"id":9007199254740993}` {
+		t.Fatalf("kwargs arrived as %s", c.RawKwargs)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) ExecuteKw(context.Context, string, string, []any, map[string]any) (json.RawMessage, error) {
+	panic("client bug")
+}
+
+func TestClientPanicIsAHandlerError(t *testing.T) {
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	eng := delivery.New(delivery.Config{Spool: sp, Odoo: panicky{}, Backoff: fastBackoff})
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop(context.Background())
+	if err := eng.Enqueue(context.Background(), delivery.Item{Lane: "a", Model: "m", Method: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "dead letter", func() bool { return sp.Stats().Dead == 1 })
 }
 
 func TestSpoolFullRefusesAndCounts(t *testing.T) {
