@@ -72,7 +72,10 @@ func (a *app) commands() []*command {
 		a.initCmd(),
 		a.amiCmd(),
 		a.queueCmd(),
+		a.bansCmd(),
+		a.securityCmd(),
 		a.simCmd(),
+		a.demoCmd(),
 	}
 }
 
