@@ -9,6 +9,8 @@ from odoo import SUPERUSER_ID, api, http
 from odoo.http import request
 from odoo.service import db as db_service
 
+from ..models.common import clean_number
+
 _logger = logging.getLogger(__name__)
 
 TEXT = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
@@ -171,7 +173,8 @@ class AsteriskPlusController(http.Controller):
     @http.route("/asterisk_plus/get_user_data_by_did", type="http", auth="none", methods=["GET"], csrf=False, save_session=False)
     def get_user_data_by_did(self, did=None, db=None, **kwargs):
         def handler(env, server):
-            pbx_user = env["asterisk_plus.user"].search([("server", "=", server.id), ("did_number", "=", did or "")], limit=1) if did else None
+            did_number = clean_number(did)
+            pbx_user = env["asterisk_plus.user"].search([("server", "=", server.id), ("did_number", "=", did_number)], limit=1) if did_number else None
             if not pbx_user:
                 return _json(200, {})
             return _json(200, {

@@ -177,14 +177,14 @@ class Call(models.Model):
             try:
                 cause = int(cause)
             except (TypeError, ValueError):
-                cause = 0
+                cause = None  # the Hangup was missed (snapshot, restart)
             if cause == 17:
                 vals["status"] = "busy"
             elif cause == 19:
                 vals["status"] = "noanswer"
             elif len(self.channels) > 1:
                 vals["status"] = "noanswer"
-            elif cause == 16 and primary and primary.was_up:
+            elif cause in (16, None) and primary and primary.was_up:
                 vals["status"] = "ended"
             else:
                 vals["status"] = "failed"

@@ -107,7 +107,7 @@ class Channel(models.Model):
         """A new call row from this channel, with the §9.4 direction rule."""
         self.ensure_one()
         settings = self.env["asterisk_plus.settings"].get_settings()
-        calling_number = known(header(event, "CallerIDNum")) or ""
+        calling_number = clean_number(known(header(event, "CallerIDNum")) or "")
         called_number = known(header(event, "Exten")) or ""
         if called_number == "s":
             called_number = ""
@@ -244,7 +244,7 @@ class Channel(models.Model):
             channel = self.sudo().search([
                 ("server", "=", server.id), ("is_active", "=", True), ("hangup_date", "=", False),
                 "|", ("channel_short", "=", dial), ("channel", "=", dial),
-            ], order="id desc", limit=1)
+            ], order="is_primary desc, id desc", limit=1)
         if not channel:
             return False
         return channel._originate_failed(header(event, "Reason"), header(event, "Response") or "Failure",

@@ -21,7 +21,11 @@ _cache_lock = threading.Lock()
 
 
 def _cr_flags(cr):
-    """Per-cursor flags (the cursor outlives one transaction; hooks reset them)."""
+    """Flags of the database transaction behind `cr` (commit/rollback hooks reset them).
+
+    Test cursors wrap the real one and share its transaction, so they share
+    its flags too."""
+    cr = getattr(cr, "_cursor", cr)
     return cr.__dict__.setdefault("_asterisk_plus_flags", {})
 
 

@@ -4,10 +4,13 @@ import json
 import logging
 import secrets
 import uuid
+import warnings
 from datetime import timedelta
 from urllib.parse import urlparse
 
+import psycopg2
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from odoo import _, api, fields, models
@@ -72,7 +75,7 @@ class Server(models.Model):
     permit_agent_initialization = fields.Boolean(copy=False, readonly=True)
     permit_agent_initialization_until = fields.Datetime(copy=False, readonly=True)
     security_token = fields.Char(
-        default=_random_token, copy=False, groups="asterisk_plus.group_asterisk_admin",
+        default=lambda self: _random_token(), copy=False, groups="asterisk_plus.group_asterisk_admin",
         help="Token the dialplan sends to the /asterisk_plus/get_* endpoints.",
     )
     console_url = fields.Char()
@@ -183,10 +186,14 @@ class Server(models.Model):
         session, verify = server._agent_session()
         url = server.agent_url.rstrip("/") + AGENT_JOB_PATH
         try:
-            resp = session.post(
-                url, data=json.dumps(job), verify=verify, timeout=AGENT_HTTP_TIMEOUT, allow_redirects=False,
-                headers={"x-token": server.agent_token, "Content-Type": "application/json"},
-            )
+            with warnings.catch_warnings():
+                # verify=False is deliberate in fingerprint mode (the pin is the check)
+                # and in insecure mode (logged above); urllib3 would warn on every call.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                resp = session.post(
+                    url, data=json.dumps(job), verify=verify, timeout=AGENT_HTTP_TIMEOUT, allow_redirects=False,
+                    headers={"x-token": server.agent_token, "Content-Type": "application/json"},
+                )
         except requests.exceptions.SSLError as e:
             raise UserError(_("TLS check of the agent at %s failed: %s", server.agent_url, e)) from e
         except requests.exceptions.RequestException as e:
@@ -284,8 +291,9 @@ class Server(models.Model):
         self.ensure_one()
         cr = self.env.cr
         try:
-            cr.execute("SELECT id FROM asterisk_plus_server WHERE id = %s FOR UPDATE NOWAIT", (self.id,))
-        except Exception:
+            with cr.savepoint(flush=False):
+                cr.execute("SELECT id FROM asterisk_plus_server WHERE id = %s FOR UPDATE NOWAIT", (self.id,))
+        except psycopg2.errors.LockNotAvailable:
             return 429, {"error": "busy"}
         server = self.sudo()
         server.invalidate_recordset()
@@ -473,9 +481,9 @@ class Server(models.Model):
         if not error:
             return True
         channel = self.env["asterisk_plus.channel"].sudo().search([("uniqueid", "=", channel_id)], limit=1) if channel_id else None
-        if channel:
-            channel._originate_failed(reason, error, notify=False)
-        if notify_uid:
+        # The map's OriginateResponse handler may have been first: tell the user once.
+        applied = channel._originate_failed(reason, error, notify=False) if channel else True
+        if applied and notify_uid:
             message = _("Call failed: phone not registered or call declined.") if str(reason) == "0" else _("Call failed: %s", error)
             self.env["asterisk_plus.settings"].sudo().asterisk_plus_notify(message, title=_("PBX"), notify_uid=notify_uid, warning=True)
         return True

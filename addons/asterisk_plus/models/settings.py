@@ -35,10 +35,11 @@ class Settings(models.Model):
     @api.model
     def get_settings(self):
         """The singleton, as sudo (settings are read by handlers of every user)."""
-        settings = self.env.ref("asterisk_plus.settings_default", raise_if_not_found=False)
-        if not settings:
-            settings = self.sudo().search([], limit=1) or self.sudo().create({})
-        return settings.sudo()
+        # The xmlid lookup is ormcached; env.ref() would also query exists() on every call.
+        res_id = self.env["ir.model.data"]._xmlid_to_res_id("asterisk_plus.settings_default", raise_if_not_found=False)
+        if res_id:
+            return self.sudo().browse(res_id)
+        return self.sudo().search([], limit=1) or self.sudo().create({})
 
     @api.model
     def get_param(self, name, default=None):

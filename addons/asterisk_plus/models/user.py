@@ -33,6 +33,18 @@ class AsteriskUser(models.Model):
         ("exten_server_uniq", "unique(exten, server)", "This extension is already used on this server."),
     ]
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            if vals.get("did_number"):
+                vals["did_number"] = clean_number(vals["did_number"])
+        return super().create(vals_list)
+
+    def write(self, vals):
+        if vals.get("did_number"):
+            vals["did_number"] = clean_number(vals["did_number"])
+        return super().write(vals)
+
     @api.constrains("originate_vars")
     def _check_vars(self):
         for rec in self:
