@@ -123,6 +123,10 @@ func TestRowDecoding(t *testing.T) {
 			Row{ID: 3, Name: "Hangup", Model: "m", Method: "x", Condition: "True", Delay: 2.5, Sequence: 3}},
 		{`{"id": 4, "name": "Hangup", "model": "m", "method": "x", "delay": ""}`,
 			Row{ID: 4, Name: "Hangup", Model: "m", Method: "x", Sequence: 10}},
+		{`{"id": 5, "name": "Hangup", "model": "m", "method": "x", "is_enabled": false}`,
+			Row{ID: 5, Name: "Hangup", Model: "m", Method: "x", Sequence: 10, Disabled: true}},
+		{`{"id": 6, "name": "Hangup", "model": "m", "method": "x", "is_enabled": true}`,
+			Row{ID: 6, Name: "Hangup", Model: "m", Method: "x", Sequence: 10}},
 	}
 	for _, c := range cases {
 		var r Row
@@ -231,5 +235,39 @@ func TestEventRepeatedHeadersAndRename(t *testing.T) {
 	}
 	if ev.Rename("absent", "x") {
 		t.Fatal("renamed an absent field")
+	}
+}
+
+func TestIsReloadEvents(t *testing.T) {
+	for in, want := range map[string]bool{"ReloadEvents": true, "reloadevents": true, " RELOADEVENTS ": true, "Reload": false, "": false} {
+		if IsReloadEvents(in) != want {
+			t.Errorf("IsReloadEvents(%q) != %v", in, want)
+		}
+	}
+}
+
+func TestDisabledRowsFromOdooAreDropped(t *testing.T) {
+	fo := newFakeOdoo()
+	fo.setJSON("asterisk_plus.server.agent_get_config", `{"events_map": [
+	 {"id": 1, "name": "Hangup", "source": "AMI", "model": "m", "method": "on", "is_enabled": true},
+	 {"id": 2, "name": "Hangup", "source": "AMI", "model": "m", "method": "off", "is_enabled": false}]}`)
+	m, _ := newTestMap(t, fo)
+	res, err := m.Reload(context.Background())
+	if err != nil || res.Events != 1 || len(res.Errors) != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if rows, _ := m.Match(SourceAMI, "Hangup", eventOf()); len(rows) != 1 || rows[0].Method != "on" {
+		t.Fatalf("rows %+v", rows)
+	}
+	// The saved copy does not bring the disabled row back.
+	again, err := New(Config{StatePath: m.cfg.StatePath, RefreshEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.LoadSaved(); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := again.Match(SourceAMI, "Hangup", eventOf()); len(rows) != 1 || rows[0].Method != "on" {
+		t.Fatalf("saved rows %+v", rows)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -353,6 +354,15 @@ func (m *Map) logConditionError(r *compiledRow, err error) {
 	}
 	m.log.Warn("eventmap: condition failed; handler skipped (logged once a minute per row)",
 		"id", r.ID, "event", r.Name, "condition", r.Condition, "err", err)
+}
+
+// ReloadEventsAction is the pseudo-action that reloads the map (contract §4.6 item 1); it is
+// answered by the agent and never sent to Asterisk.
+const ReloadEventsAction = "ReloadEvents"
+
+// IsReloadEvents reports whether an Action header names the ReloadEvents pseudo-action (any case).
+func IsReloadEvents(action string) bool {
+	return strings.EqualFold(strings.TrimSpace(action), ReloadEventsAction)
 }
 
 // EventsMask is the Events: mask the map needs (contract §2.9).

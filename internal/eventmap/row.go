@@ -33,6 +33,9 @@ type Row struct {
 	Condition string  `json:"condition"`
 	Delay     float64 `json:"delay"`
 	Sequence  int     `json:"sequence"`
+	// Disabled is set when Odoo sent is_enabled false; such rows are dropped at load. Odoo only
+	// sends enabled rows, so this is a guard, not a feature.
+	Disabled bool `json:"-"`
 }
 
 // DelayDuration is the row's delay, with negative values as 0 and values above MaxDelay clamped.
@@ -73,6 +76,10 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 	field("method", func(v json.RawMessage) (e error) { r.Method, e = odooString(v); return })
 	field("condition", func(v json.RawMessage) (e error) { r.Condition, e = odooString(v); return })
 	field("delay", func(v json.RawMessage) (e error) { r.Delay, e = odooFloat(v); return })
+	field("is_enabled", func(v json.RawMessage) error {
+		r.Disabled = bytes.Equal(bytes.TrimSpace(v), []byte("false"))
+		return nil
+	})
 	field("sequence", func(v json.RawMessage) error {
 		if isFalsy(v) {
 			return nil // keep the default

@@ -156,7 +156,13 @@ func compile(cfg RemoteConfig, source string, loadedAt time.Time) *Snapshot {
 		LoadedAt:     loadedAt,
 		Source:       source,
 	}
-	rows := append([]Row(nil), cfg.EventsMap...)
+	// Rows Odoo marked is_enabled false are dropped here, so they are neither used nor saved.
+	rows := make([]Row, 0, len(cfg.EventsMap))
+	for _, r := range cfg.EventsMap {
+		if !r.Disabled {
+			rows = append(rows, r)
+		}
+	}
 	sort.SliceStable(rows, func(i, j int) bool { return rowLess(rows[i], rows[j]) })
 	s.RemoteConfig.EventsMap = rows
 	for _, r := range rows {
