@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/version"
@@ -106,14 +108,15 @@ func NewJSONRPC(o Options) (*JSONRPC, error) {
 	}
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   o.ConnectTimeout,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   32,
-		IdleConnTimeout:       90 * time.Second,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: o.ConnectTimeout,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 32,
+		// Below common server keep-alive timeouts (nginx 75 s), so we rarely reuse a closing connection.
+		IdleConnTimeout:       50 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
 	c := &JSONRPC{
@@ -299,14 +302,12 @@ func (c *JSONRPC) call(ctx context.Context, service, method string, args []any) 
 	if err != nil {
 		return nil, &Error{Kind: KindHandler, Message: "cannot encode the call's arguments: " + err.Error(), Err: err}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return nil, &Error{Kind: KindConfig, Message: err.Error(), Err: err}
+	resp, reused, err := c.post(ctx, body)
+	if err != nil && reused && staleConn(err) {
+		// A kept-alive connection the server had just closed (Odoo restarted, or its idle timeout
+		// raced ours): Go does not retry a POST by itself, so try once on a fresh connection.
+		resp, _, err = c.post(ctx, body)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", version.UserAgent())
-	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, c.transportError(err)
 	}
@@ -347,7 +348,33 @@ func (c *JSONRPC) call(ctx context.Context, service, method string, args []any) 
 	return out.Result, nil
 }
 
+// post sends one request and tells whether it went on a reused keep-alive connection.
+func (c *JSONRPC) post(ctx context.Context, body []byte) (*http.Response, bool, error) {
+	var reused atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused.Store(info.Reused) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, false, &Error{Kind: KindConfig, Message: err.Error(), Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", version.UserAgent())
+	resp, err := c.http.Do(req)
+	return resp, reused.Load(), err
+}
+
+// staleConn tells a connection closed under the request from other failures.
+func staleConn(err error) bool {
+	// net/http's errServerClosedIdle is unexported; its text is stable.
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || strings.Contains(err.Error(), "server closed idle connection")
+}
+
 func (c *JSONRPC) transportError(err error) error {
+	var oe *Error
+	if errors.As(err, &oe) {
+		return oe
+	}
 	if errors.Is(err, errPostRedirect) {
 		return &Error{Kind: KindConfig, Message: "POST " + c.endpoint + " was redirected with a method-changing status: use 308 or fix odoo.url", Err: err}
 	}

@@ -148,7 +148,7 @@ func TestErrorKinds(t *testing.T) {
 		{"http 503", "m10", odootest.Response{HTTPStatus: 503}, odoo.KindTransient},
 		{"http 400", "m11", odootest.Response{HTTPStatus: 400}, odoo.KindHandler},
 		{"http 401 from a proxy", "m15", odootest.Response{HTTPStatus: 401}, odoo.KindConfig},
-		{"dropped connection", "m12", odootest.Response{Drop: true}, odoo.KindTransient},
+
 		{"timeout", "m13", odootest.Response{Delay: 3 * time.Second}, odoo.KindTransient},
 		{"access error", "m14", odootest.Response{ErrorName: odootest.ErrAccessError}, odoo.KindHandler},
 	}
@@ -167,6 +167,34 @@ func TestErrorKinds(t *testing.T) {
 	}
 }
 
+func TestDroppedConnection(t *testing.T) {
+	srv := odootest.Start(t, odootest.Options{})
+	c := newClient(t, srv, nil)
+	if err := c.Login(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Cut twice: the client retries once on a fresh connection (the first cut could be a
+	// kept-alive connection closing under it), then reports a transient failure.
+	srv.Queue("x", "cut", odootest.Response{Drop: true}, odootest.Response{Drop: true})
+	_, err := c.ExecuteKw(ctxT(t), "x", "cut", nil, nil)
+	wantKind(t, err, odoo.KindTransient)
+	if n := len(srv.CallsTo("x", "cut")); n != 2 {
+		t.Fatalf("calls = %d, want 2 (one retry)", n)
+	}
+	// Cut once on a kept-alive connection: the retry gets the answer (a possible duplicate, which
+	// at-least-once allows).
+	if _, err := c.ExecuteKw(ctxT(t), "x", "warm", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv.Queue("x", "cut1", odootest.Response{Drop: true})
+	if _, err := c.ExecuteKw(ctxT(t), "x", "cut1", nil, nil); err != nil {
+		t.Fatalf("single cut: %v", err)
+	}
+	if n := len(srv.CallsTo("x", "cut1")); n != 2 {
+		t.Fatalf("calls = %d, want 2", n)
+	}
+}
+
 func TestConnectionRefusedIsTransient(t *testing.T) {
 	srv := odootest.Start(t, odootest.Options{})
 	c := newClient(t, srv, nil)
@@ -178,6 +206,26 @@ func TestConnectionRefusedIsTransient(t *testing.T) {
 	}
 	if _, err := c.ExecuteKw(ctxT(t), "x", "y", nil, nil); err != nil {
 		t.Fatalf("after restart: %v", err)
+	}
+}
+
+func TestRestartWithKeptAliveConnection(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		srv := odootest.Start(t, odootest.Options{TLS: useTLS})
+		c := newClient(t, srv, func(o *odoo.Options) { o.InsecureSkipVerify = true })
+		for i := 0; i < 20; i++ {
+			if _, err := c.ExecuteKw(ctxT(t), "x", "y", nil, nil); err != nil {
+				t.Fatalf("tls=%v round %d before restart: %v", useTLS, i, err)
+			}
+			// Odoo restarts at once: the kept-alive connection is dead, the address answers again.
+			srv.Stop()
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ExecuteKw(ctxT(t), "x", "y", nil, nil); err != nil {
+				t.Fatalf("tls=%v round %d after restart: %v", useTLS, i, err)
+			}
+		}
 	}
 }
 
