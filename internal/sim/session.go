@@ -146,9 +146,9 @@ func (sess *session) logWriteErr(err error) {
 	sess.sim.log.Debug("sim: AMI write", "session", sess.id, "err", err)
 }
 
-// serve reads and handles actions until the client leaves or the session is closed.
+// serve reads and handles actions until the client leaves or the session is closed. After Logoff
+// or a failed login the writer closes the connection once the last answer is out.
 func (sess *session) serve(ctx context.Context) {
-	defer sess.close()
 	select {
 	case sess.out <- banner(AMIVersion):
 	case <-sess.done:
@@ -168,6 +168,7 @@ func (sess *session) serve(ctx context.Context) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				sess.sim.log.Debug("sim: AMI read", "session", sess.id, "err", err)
 			}
+			sess.close()
 			return
 		}
 		if !sess.handle(msg) {

@@ -231,10 +231,14 @@ func (s *Sim) Stop(ctx context.Context) error {
 	s.cancel()
 	_ = s.ln.Close()
 	s.sessMu.Lock()
+	open := make([]*session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
-		sess.close()
+		open = append(open, sess)
 	}
 	s.sessMu.Unlock()
+	for _, sess := range open {
+		sess.close()
+	}
 	s.mu.Lock()
 	s.summClosed = true
 	close(s.summaries)
