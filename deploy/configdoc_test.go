@@ -72,9 +72,28 @@ func isLeafStruct(t reflect.Type) bool {
 	return t == reflect.TypeOf(time.Time{})
 }
 
-// envName is the contract's rule: ODOOPBX_ + the dotted key in upper snake case.
+// envName is the contract's rule: ODOOPBX_ + the dotted key in upper snake case. It is written out
+// here, not taken from config.EnvName, so the docs are checked against the contract too.
 func envName(key string) string {
 	return "ODOOPBX_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// TestConfigKeysMatchLoader makes sure the keys these tests walk are the keys the loader knows, and
+// that the loader names environment variables the contract's way.
+func TestConfigKeysMatchLoader(t *testing.T) {
+	var walked []string
+	for _, k := range configKeys() {
+		walked = append(walked, k.key)
+		if got := config.EnvName(k.key); got != envName(k.key) {
+			t.Errorf("config.EnvName(%q) = %s, the contract says %s", k.key, got, envName(k.key))
+		}
+	}
+	loader := config.Keys()
+	sort.Strings(walked)
+	sort.Strings(loader)
+	if !slices.Equal(walked, loader) {
+		t.Errorf("keys differ:\n tests  %v\n loader %v", walked, loader)
+	}
 }
 
 // formatDefault renders a default the way the docs write it.
@@ -294,6 +313,21 @@ func TestAgentYAMLExampleShowsEveryKeyWithItsDefault(t *testing.T) {
 		t.Fatalf("%s: settings do not decode into config.Config: %v", examplePath, err)
 	}
 	gotV := reflect.ValueOf(got)
+
+	// The agent's own loader must accept the example with everything uncommented.
+	tmp := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(tmp, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := config.Load(tmp, nil)
+	if err != nil {
+		t.Fatalf("config.Load rejects %s with its settings uncommented: %v", examplePath, err)
+	}
+	for key, v := range options {
+		if loaded.Options[key] != v {
+			t.Errorf("config.Load: option %s = %q, want %q", key, loaded.Options[key], v)
+		}
+	}
 
 	for _, k := range configKeys() {
 		if _, ok := present[k.key]; !ok {
