@@ -120,7 +120,6 @@ func New(opts Options) (*Agent, error) {
 	sp, err := spool.Open(cfg.Spool.Dir, spool.Options{
 		MaxBytes:      cfg.Spool.MaxBytes,
 		MaxAge:        cfg.Spool.MaxAge.D(),
-		MaxBatchDelay: 50 * time.Millisecond,
 		Logger:        log,
 	})
 	if err != nil {

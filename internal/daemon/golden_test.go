@@ -243,7 +243,7 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-func splitHostPort(t *testing.T, addr string) (string, int) {
+func splitHostPort(t testing.TB, addr string) (string, int) {
 	t.Helper()
 	i := strings.LastIndexByte(addr, ':')
 	var port int
