@@ -118,9 +118,9 @@ func New(opts Options) (*Agent, error) {
 	}
 
 	sp, err := spool.Open(cfg.Spool.Dir, spool.Options{
-		MaxBytes:      cfg.Spool.MaxBytes,
-		MaxAge:        cfg.Spool.MaxAge.D(),
-		Logger:        log,
+		MaxBytes: cfg.Spool.MaxBytes,
+		MaxAge:   cfg.Spool.MaxAge.D(),
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
