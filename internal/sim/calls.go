@@ -97,8 +97,10 @@ var phones = []phone{
 // mainDID is the company's public number that inbound calls reach.
 const mainDID = "5551000"
 
-// externalNumber draws a fictional North American number (555-01xx is reserved for fiction).
-func (s *Sim) externalNumber() string { return fmt.Sprintf("+1555%03d01%02d", 200+s.rng.IntN(700), s.rng.IntN(100)) }
+// externalNumber draws a fictional North American number: NXX-555-01XX is reserved for fiction.
+func (s *Sim) externalNumber() string {
+	return fmt.Sprintf("+1%d55501%02d", 200+s.rng.IntN(700), s.rng.IntN(100))
+}
 
 func (s *Sim) randomPhone() phone { return phones[s.rng.IntN(len(phones))] }
 
@@ -129,13 +131,32 @@ func (s *Sim) seconds(min, mean float64) time.Duration {
 	return time.Duration(v*100) * 10 * time.Millisecond
 }
 
-// scheduleArrival plans the next generated call (a Poisson process at CallsPerSecond).
+// scheduleArrival plans the next generated call (a Poisson process at CallsPerSecond). The chain
+// stops when the rate is set to 0. The caller holds s.mu.
 func (s *Sim) scheduleArrival() {
+	s.arriving = true
 	gap := time.Duration(s.rng.ExpFloat64() / s.cfg.CallsPerSecond * float64(time.Second))
 	s.at(gap, func() {
+		if s.cfg.CallsPerSecond <= 0 {
+			s.arriving = false
+			return
+		}
 		s.generateCall()
 		s.scheduleArrival()
 	})
+}
+
+// SetCallRate changes the rate of generated calls; 0 stops generating (calls in progress finish).
+func (s *Sim) SetCallRate(callsPerSecond float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if callsPerSecond < 0 {
+		callsPerSecond = 0
+	}
+	s.cfg.CallsPerSecond = callsPerSecond
+	if callsPerSecond > 0 && !s.arriving && s.running.Load() {
+		s.scheduleArrival()
+	}
 }
 
 // generateCall starts one call of a random kind, modelled on the recorded transcripts.

@@ -307,10 +307,10 @@ func (s *Sim) hangup(ch *channel, cause int, soft bool) {
 	s.leaveBridge(ch)
 	ch.gone = true
 	delete(s.channels, ch.name)
-	s.emitChannel(classCall, "Hangup", ch, "Cause", strconv.Itoa(cause), "Cause-txt", causeText(cause))
 	extra := fmt.Sprintf(`{"hangupcause":%d,"hangupsource":"%s","dialstatus":"%s"}`, cause, ch.name, ch.call.dialStatus)
 	s.cel(ch, "HANGUP", "", extra)
 	s.cel(ch, "CHAN_END", "", "")
+	s.emitChannel(classCall, "Hangup", ch, "Cause", strconv.Itoa(cause), "Cause-txt", causeText(cause))
 	s.deviceState(ch.device, "NOT_INUSE")
 	c := ch.call
 	for _, other := range c.channels {

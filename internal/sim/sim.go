@@ -118,6 +118,7 @@ type Sim struct {
 	onCall     []func(CallSummary)
 	summaries  chan CallSummary
 	summClosed bool
+	arriving   bool // a generated-call arrival is scheduled
 	eventsSent atomic.Uint64
 	dropped    atomic.Uint64
 	finished   atomic.Uint64
