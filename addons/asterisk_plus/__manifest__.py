@@ -29,6 +29,9 @@
             "asterisk_plus/static/src/js/*.js",
             "asterisk_plus/static/src/xml/*.xml",
         ],
+        "web.assets_tests": [
+            "asterisk_plus/static/tests/tours/*.js",
+        ],
     },
     "application": True,
     "installable": True,

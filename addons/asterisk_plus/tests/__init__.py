@@ -2,3 +2,4 @@ from . import test_handlers
 from . import test_partner
 from . import test_originate
 from . import test_controllers
+from . import test_ui
