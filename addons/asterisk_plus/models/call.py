@@ -22,6 +22,7 @@ RELOAD_CHANNEL = "asterisk_plus_actions"
 
 class Call(models.Model):
     _name = "asterisk_plus.call"
+    _inherit = ["mail.thread", "mail.activity.mixin"]
     _description = "Call"
     _order = "started desc, id desc"
     _rec_name = "display_label"
@@ -60,6 +61,13 @@ class Call(models.Model):
     )
 
     # ------------------------------------------------------------ helpers
+    @api.model
+    def _create_quiet(self, vals):
+        """Create from a handler: no creation log, no follower, no tracking."""
+        return self.sudo().with_context(
+            mail_create_nolog=True, mail_create_nosubscribe=True, tracking_disable=True,
+        ).create(vals)
+
     @api.model
     def _ref_models(self):
         """Models a call can refer to; sub-modules extend this."""
@@ -237,23 +245,18 @@ class Call(models.Model):
         ])
         caller = self.partner.display_name or self.calling_number or _("unknown number")
         activity_type = self.env.ref("mail.mail_activity_data_call", raise_if_not_found=False)
+        message = _("Missed call from %s", caller)
         for pbx_user in pbx_users:
             user = pbx_user.user
-            message = _("Missed call from %s", caller)
             self.env["asterisk_plus.settings"].sudo().asterisk_plus_notify(
                 message, title=_("Missed call"), notify_uid=user.id, sticky=True, warning=True,
             )
-            if self.partner and activity_type:
-                self.partner.sudo().activity_schedule(
-                    activity_type_id=activity_type.id, summary=message, user_id=user.id,
-                    note=_("Call back %s", self.calling_number or ""),
-                )
-            else:
-                odoobot = self.env.ref("base.partner_root")
-                self.env["mail.thread"].sudo().message_notify(
-                    partner_ids=user.partner_id.ids, author_id=odoobot.id,
-                    subject=message, body=message, model=self._name, res_id=self.id,
-                )
+            # An activity on the call: it sits in the user's activity menu until called back.
+            self.sudo().with_context(mail_activity_quick_update=True).activity_schedule(
+                activity_type_id=activity_type.id if activity_type else False,
+                summary=message, user_id=user.id,
+                note=_("Call back %s", self.calling_number or ""),
+            )
 
     def _queue_recordings(self):
         """Create the recording rows and fetch the files after commit (§9.7)."""

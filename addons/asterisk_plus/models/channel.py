@@ -137,7 +137,7 @@ class Channel(models.Model):
             if not self.call:
                 self.call = call
             return call
-        call = Call.create(self._call_vals_from_channel(event, user_channel, when))
+        call = Call._create_quiet(self._call_vals_from_channel(event, user_channel, when))
         self.call = call
         call._match_partner()
         call._add_called_users_by_exten()
@@ -149,7 +149,7 @@ class Channel(models.Model):
         call = Call.search([("server", "=", self.server.id), ("uniqueid", "=", self.linkedid)], limit=1)
         if not call:
             # The primary was filtered out (e.g. a Local/ channel): start the call here.
-            call = Call.create(self._call_vals_from_channel(event, user_channel, when))
+            call = Call._create_quiet(self._call_vals_from_channel(event, user_channel, when))
             call._match_partner()
             call._add_called_users_by_exten()
         self.write({

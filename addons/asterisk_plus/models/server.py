@@ -402,7 +402,7 @@ class Server(models.Model):
             call_uid = str(uuid.uuid4())
             other_uid = str(uuid.uuid4())
             pbx_user = channel.asterisk_user
-            call = self.env["asterisk_plus.call"].sudo().create({
+            call = self.env["asterisk_plus.call"]._create_quiet({
                 "uniqueid": call_uid,
                 "server": server.id,
                 "calling_number": pbx_user.exten,

@@ -133,8 +133,19 @@ class TestCallHandlers(AsteriskCase):
         self.assertTrue(notes[0]["sticky"], "popup stickiness follows the user's preference")
         missed = [n for n in notes if "Missed call" in n["title"]]
         self.assertEqual(len(missed), 1)
-        activity = self.env["mail.activity"].search([("res_model", "=", "res.partner"), ("res_id", "=", partner.id)])
+        activity = self.env["mail.activity"].search([("res_model", "=", "asterisk_plus.call"), ("res_id", "=", call.id)])
         self.assertEqual(activity.user_id, self.bob)
+        self.assertIn("Missed call from Caller", activity.summary)
+        self.assertIn(call, self.env["asterisk_plus.call"].with_user(self.bob).search([("activity_user_id", "=", self.bob.id)]))
+
+    def test_missed_call_from_unknown_number(self):
+        self.make_pbx_user(self.bob, "100", ["PJSIP/100"])
+        self.replay_map(self._inbound_events(answered=False, number="+33 1 99 00 11 22"))
+        call = self.call_by_uniqueid("1795627331.19")
+        self.assertFalse(call.partner)
+        self.assertTrue(call.is_missed)
+        self.assertEqual(call.activity_ids.user_id, self.bob)
+        self.assertIn("+33199001122", call.activity_ids.summary)
 
     def test_02_local_call_answered_by_second_leg(self):
         """02: Local/200 dials Local/100, which answers; Bob owns Local/100@test."""
