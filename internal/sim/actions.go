@@ -188,10 +188,10 @@ func (s *Sim) originateResponse(o *originate, a *channel, reason int) {
 		status, channel, uniqueid, num, name = "Success", a.name, a.uniqueid, a.cidNum, a.cidName
 	}
 	if o.result != nil {
+		// A synchronous Originate gets its answer instead: Asterisk raises OriginateResponse only
+		// for Async ones.
 		o.result <- reason == reasonAnswered
-		if reason != reasonAnswered {
-			return // a failed synchronous Originate only answers "Originate failed"
-		}
+		return
 	}
 	m := eventHead("OriginateResponse", classCall, 12)
 	if o.actionID != "" {

@@ -129,7 +129,7 @@ func readUntilErr(c *client, match func(*ami.Message) bool) (*ami.Message, error
 func TestSlowReaderIsDroppedAndNeverBlocksTheOthers(t *testing.T) {
 	s := startSim(t, func(c *Config) {
 		c.CallsPerSecond = 40
-		c.SessionQueue = 256
+		c.SessionQueue = 2048
 		c.WriteTimeout = 200 * time.Millisecond
 	})
 	slow := dial(t, s)
@@ -139,8 +139,8 @@ func TestSlowReaderIsDroppedAndNeverBlocksTheOthers(t *testing.T) {
 	live.drain("start")
 	// Small steps keep each burst well under the live session's queue; the slow one's socket
 	// buffers fill, then its queue, and it goes.
-	for step := 0; step < 1200 && s.Stats().SessionsDropped == 0; step++ {
-		s.Advance(100 * time.Millisecond) // must return even though slow never reads
+	for step := 0; step < 4000 && s.Stats().SessionsDropped == 0; step++ {
+		s.Advance(50 * time.Millisecond) // must return even though slow never reads
 		live.drain("step" + strconv.Itoa(step))
 	}
 	if s.Stats().SessionsDropped == 0 {
@@ -153,7 +153,7 @@ func TestSlowReaderIsDroppedAndNeverBlocksTheOthers(t *testing.T) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the dropped session is still open")
 	}
-	s.Advance(time.Second)
+	s.Advance(50 * time.Millisecond)
 	if got := live.drain("after"); len(got) == 0 {
 		t.Fatal("the live session stopped receiving events")
 	}
