@@ -39,13 +39,16 @@ class ResPartner(models.Model):
     call_count = fields.Integer(compute="_compute_call_count", string="Calls")
 
     # ---------------------------------------------------------- storage
-    def _asterisk_country_code(self):
+    def _asterisk_own_country_code(self):
+        """Country for normalising: the partner's, its parent's, its company's."""
         self.ensure_one()
         country = self.country_id or self.parent_id.country_id or self.company_id.country_id or self.env.company.country_id
-        if not country:
-            server = self.env["asterisk_plus.server"].sudo().search([("country_id", "!=", False)], limit=1)
-            country = server.country_id
         return country.code or None
+
+    @api.model
+    def _asterisk_server_country(self):
+        server = self.env["asterisk_plus.server"].sudo().search([("country_id", "!=", False)], limit=1)
+        return server.country_id.code or ""
 
     @api.model
     def _asterisk_format_e164(self, number, country_code=None):
@@ -64,8 +67,15 @@ class ResPartner(models.Model):
 
     @api.depends("phone", "mobile", "country_id", "parent_id.country_id", "company_id.country_id")
     def _compute_normalized(self):
+        server_country = False  # the last resort, looked up once per batch and only if needed
         for partner in self:
-            code = partner._asterisk_country_code() if (partner.phone or partner.mobile) else None
+            code = None
+            if partner.phone or partner.mobile:
+                code = partner._asterisk_own_country_code()
+                if not code:
+                    if server_country is False:
+                        server_country = self._asterisk_server_country() or None
+                    code = server_country
             partner.phone_normalized = self._asterisk_format_e164(partner.phone, code) if partner.phone else False
             partner.mobile_normalized = self._asterisk_format_e164(partner.mobile, code) if partner.mobile else False
 
@@ -155,8 +165,7 @@ class ResPartner(models.Model):
                 or len(number.lstrip("+")) < settings.min_external_number_length):
             return dict(UNKNOWN)
         if not country:
-            server = self.env["asterisk_plus.server"].sudo().search([("country_id", "!=", False)], limit=1)
-            country = server.country_id.code or None
+            country = self._asterisk_server_country() or None
         key = (number, (country or "").upper(), settings.number_search_operation, settings.number_match_suffix_digits)
         if _cr_flags(self.env.cr).get("dirty"):
             return self._asterisk_match(number, country, settings)

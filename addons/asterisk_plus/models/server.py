@@ -242,14 +242,20 @@ class Server(models.Model):
         self.env.cr.postcommit.add(send)
 
     # --------------------------------------------------------- buttons
+    def _check_admin(self):
+        if not (self.env.is_superuser() or self.env.user.has_group("asterisk_plus.group_asterisk_admin")):
+            raise AccessError(_("Only PBX administrators can do this."))
+
     def ping_agent(self):
         self.ensure_one()
+        self._check_admin()
         reply = self.local_job("test.ping", sync=True)
         ok = isinstance(reply, dict) and reply.get("status") in ("done", "accepted")
         return self._notification(_("Agent answered: %s", json.dumps(reply.get("result", reply.get("status")))) if ok else _("Unexpected reply: %s", reply), warning=not ok)
 
     def reload_config(self):
         self.ensure_one()
+        self._check_admin()
         self.local_job("agent.reload_config", res_notify_uid=self.env.uid, res_notify_title=_("Reload config"))
         return self._notification(_("Reload requested."))
 
@@ -261,6 +267,7 @@ class Server(models.Model):
         }
 
     def allow_agent_initialization(self):
+        self._check_admin()
         for server in self:
             server.write({
                 "permit_agent_initialization": True,
@@ -270,6 +277,7 @@ class Server(models.Model):
         return True
 
     def reset_agent(self):
+        self._check_admin()
         for server in self:
             server.sudo().write({
                 "agent_initialized": False,
@@ -281,6 +289,7 @@ class Server(models.Model):
         return True
 
     def regenerate_security_token(self):
+        self._check_admin()
         for server in self:
             server.sudo().security_token = _random_token()
         return True
@@ -465,8 +474,7 @@ class Server(models.Model):
     @api.model
     def originate_call_response(self, result, channel_id=None, notify_uid=None, **pass_back):
         """Callback of the Originate job; idempotent (results arrive at least once)."""
-        if not self.env.is_superuser():
-            self._get_agent_server()
+        server = self.browse() if self.env.is_superuser() else self._get_agent_server()
         messages = result if isinstance(result, list) else [result]
         error = None
         reason = None
@@ -480,7 +488,8 @@ class Server(models.Model):
             error = result["error"]
         if not error:
             return True
-        channel = self.env["asterisk_plus.channel"].sudo().search([("uniqueid", "=", channel_id)], limit=1) if channel_id else None
+        domain = [("uniqueid", "=", channel_id)] + ([("server", "=", server.id)] if server else [])
+        channel = self.env["asterisk_plus.channel"].sudo().search(domain, limit=1) if channel_id else None
         # The map's OriginateResponse handler may have been first: tell the user once.
         applied = channel._originate_failed(reason, error, notify=False) if channel else True
         if applied and notify_uid:

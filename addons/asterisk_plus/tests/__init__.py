@@ -3,3 +3,4 @@ from . import test_partner
 from . import test_originate
 from . import test_controllers
 from . import test_ui
+from . import test_server
