@@ -303,7 +303,8 @@ func TestDebPackage(t *testing.T) {
 }
 
 // installScript installs, upgrades, removes and purges the package with the real dpkg, inside a
-// private mount namespace whose / is an overlay over the host's /, so the host is never changed.
+// private mount and network namespace whose / is an overlay over the host's /, so neither the host's
+// files nor its nftables are ever changed.
 // It prints "STAT <path> <owner>:<group> <mode>" and "MARK <step>" lines for the test to check.
 const installScript = `set -eu
 upper="$1"; deb="$2"
@@ -343,7 +344,9 @@ func testInstallLifecycle(t *testing.T, ctx context.Context, deb string) {
 		t.Skip("unshare not installed")
 	}
 	upper := t.TempDir()
-	cmd := exec.CommandContext(ctx, unshare, "--mount", "sh", "-c", installScript, "sh", upper, deb)
+	// A new network namespace too: prerm runs `odoopbx-agent security uninstall`, which must not
+	// touch the host's nftables.
+	cmd := exec.CommandContext(ctx, unshare, "--mount", "--net", "sh", "-c", installScript, "sh", upper, deb)
 	out, err := cmd.CombinedOutput()
 	if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 99 {
 		t.Skipf("overlay mounts are not available here:\n%s", out)
