@@ -5,7 +5,7 @@ from markupsafe import Markup, escape
 
 from odoo import _, api, fields, models
 
-from .common import agent_event, event_datetime, header, known
+from .common import agent_event, clean_number, event_datetime, header, known
 
 _logger = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class Call(models.Model):
         "res.users", "asterisk_plus_call_popup_user_rel", "call_id", "user_id",
         help="Users already shown the incoming-call popup.",
     )
+
+    _sql_constraints = [
+        ("server_uniqueid_uniq", "unique(server, uniqueid)", "A call with this Uniqueid already exists on this server."),
+    ]
 
     # ------------------------------------------------------------ helpers
     @api.model
@@ -116,6 +120,23 @@ class Call(models.Model):
             found = self.env["res.partner"].sudo().get_partner_by_number(number, call.server.country_id.code or None)
             if found.get("id"):
                 call.partner = found["id"]
+            elif call.direction == "in" and self.env["asterisk_plus.settings"].get_settings().auto_create_partners:
+                call._auto_create_partner(number)
+
+    def _auto_create_partner(self, number):
+        """A contact for an unknown external caller (setting auto_create_partners)."""
+        self.ensure_one()
+        settings = self.env["asterisk_plus.settings"].get_settings()
+        if len(clean_number(number).lstrip("+")) < settings.min_external_number_length:
+            return
+        code = self.server.country_id.code or None
+        Partner = self.env["res.partner"].sudo()
+        phone = Partner._asterisk_format_e164(number, code) or clean_number(number)
+        self.partner = Partner.create({
+            "name": self.calling_name or phone,
+            "phone": phone,
+            "country_id": self.server.country_id.id or False,
+        })
 
     def _add_called_users_by_exten(self):
         for call in self:

@@ -41,6 +41,10 @@ class Channel(models.Model):
     originated = fields.Boolean(help="Created by Odoo before the Originate was sent.")
     seen = fields.Boolean(help="Asterisk reported this channel (Newchannel).")
 
+    _sql_constraints = [
+        ("server_uniqueid_uniq", "unique(server, uniqueid)", "A channel with this Uniqueid already exists on this server."),
+    ]
+
     # ---------------------------------------------------------- lookups
     @api.model
     def _agent_channel(self, server, event):

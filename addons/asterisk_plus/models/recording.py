@@ -3,7 +3,7 @@ import logging
 import os
 from datetime import timedelta
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 
 from .common import agent_event, header, known
 

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 from odoo.exceptions import AccessError
 from odoo.tests import tagged
 
-from .common import AsteriskCase, BASE_TIME, ami_events, enrich, rewrite
+from .common import AsteriskCase, BASE_TIME, ami_events, enrich
 
 CALL_05C = "05c-sip-call-101-to-ext-100.txt"
 CALL_05D = "05d-sip-click-to-call-originate-pjsip-102.txt"
@@ -126,6 +126,7 @@ class TestCallHandlers(AsteriskCase):
         self.replay_map(self._inbound_events(answered=False))
         call = self.call_by_uniqueid("1795627331.19")
         # Caller hung up (cause 16) while a second channel rang: no answer.
+        self.assertEqual(call.partner, partner)
         self.assertEqual(call.status, "noanswer")
         self.assertTrue(call.is_missed)
         self.assertFalse(call.answered_user)
@@ -142,10 +143,22 @@ class TestCallHandlers(AsteriskCase):
         self.make_pbx_user(self.bob, "100", ["PJSIP/100"])
         self.replay_map(self._inbound_events(answered=False, number="+33 1 99 00 11 22"))
         call = self.call_by_uniqueid("1795627331.19")
-        self.assertFalse(call.partner)
+        self.assertFalse(call.partner, "auto_create_partners is off by default")
         self.assertTrue(call.is_missed)
         self.assertEqual(call.activity_ids.user_id, self.bob)
         self.assertIn("+33199001122", call.activity_ids.summary)
+
+    def test_auto_create_partner_for_unknown_caller(self):
+        self.settings.auto_create_partners = True
+        self.make_pbx_user(self.bob, "100", ["PJSIP/100"])
+        self.replay_map(self._inbound_events(answered=True, number="+33 1 99 00 11 22"))
+        call = self.call_by_uniqueid("1795627331.19")
+        self.assertEqual(call.partner.phone, "+33199001122")
+        self.assertEqual(call.partner.name, "Customer")
+        self.assertEqual(self.env["res.partner"].get_partner_by_number("+33199001122")["id"], call.partner.id)
+        # Internal numbers never create partners.
+        self.replay_map(enrich([dict(e, Uniqueid="2.1", Linkedid="2.1") for e in ami_events(CALL_05C, names={"Newchannel"})]))
+        self.assertFalse(self.call_by_uniqueid("2.1").partner)
 
     def test_02_local_call_answered_by_second_leg(self):
         """02: Local/200 dials Local/100, which answers; Bob owns Local/100@test."""
