@@ -104,6 +104,17 @@ func (s *Sim) externalNumber() string {
 
 func (s *Sim) randomPhone() phone { return phones[s.rng.IntN(len(phones))] }
 
+// freePhone draws a phone that is not on a call, so a caller never dials from a busy desk; when
+// every phone is busy it returns any phone.
+func (s *Sim) freePhone() phone {
+	for range len(phones) {
+		if p := s.randomPhone(); s.devicesInUse["PJSIP/"+p.ext] == 0 {
+			return p
+		}
+	}
+	return s.randomPhone()
+}
+
 type outcome int
 
 const (
@@ -181,13 +192,13 @@ func (s *Sim) generateCall() {
 		dest = phoneLeg(p)
 	case r < 0.65:
 		c.kind = "outbound"
-		p := s.randomPhone()
+		p := s.freePhone()
 		c.from, c.to = p.ext, s.externalNumber()
 		a = s.newChannel(c, "PJSIP", p.ext, "PJSIP/"+p.ext, stateRing, p.ext, p.name, "from-internal", c.to, "")
 		dest = leg{tech: "PJSIP", resource: "trunk", dialString: c.to + "@trunk", cidNum: c.to}
 	case r < 0.80:
 		c.kind = "internal"
-		p, q := s.randomPhone(), s.randomPhone()
+		p, q := s.freePhone(), s.randomPhone()
 		for q.ext == p.ext {
 			q = s.randomPhone()
 		}
@@ -198,7 +209,7 @@ func (s *Sim) generateCall() {
 		c.kind = "queue"
 		c.from, c.to = s.externalNumber(), "support"
 		a = s.newChannel(c, "PJSIP", "trunk", "", stateRing, c.from, "", "from-trunk", mainDID, "")
-		dest = phoneLeg(s.randomPhone())
+		dest = phoneLeg(s.freePhone())
 		viaQueue = true
 	}
 	a.dnid = a.exten
@@ -242,6 +253,9 @@ func (s *Sim) startRecording(c *call, a *channel) {
 // answered call it bridges both sides, talks, and hangs up from one side; the survivor finishes
 // its dialplan (StopMixMonitor when recording, then Hangup).
 func (s *Sim) dial(c *call, a *channel, dest leg, out outcome, ring, talk time.Duration, callerHangsUp, viaQueue bool) {
+	if !viaQueue && dest.device != "" && s.devicesInUse[dest.device] > 0 && out == outAnswer {
+		out = outBusy // the phone is already on a call (a queue only rings free members)
+	}
 	b := s.newChannel(c, dest.tech, dest.resource, dest.device, stateDown, dest.cidNum, dest.cidName, "from-internal", "s", "")
 	c.dest = b
 	b.exten = a.exten

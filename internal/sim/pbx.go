@@ -136,6 +136,9 @@ func (s *Sim) createChannel(c *call, name, tech, device string, state int, cidNu
 	}
 	c.channels = append(c.channels, ch)
 	s.channels[ch.name] = ch
+	if device != "" {
+		s.devicesInUse[device]++
+	}
 	s.emitChannel(classCall, "Newchannel", ch)
 	s.cel(ch, "CHAN_START", "", "")
 	return ch
@@ -307,6 +310,11 @@ func (s *Sim) hangup(ch *channel, cause int, soft bool) {
 	s.leaveBridge(ch)
 	ch.gone = true
 	delete(s.channels, ch.name)
+	if ch.device != "" {
+		if s.devicesInUse[ch.device]--; s.devicesInUse[ch.device] <= 0 {
+			delete(s.devicesInUse, ch.device)
+		}
+	}
 	extra := fmt.Sprintf(`{"hangupcause":%d,"hangupsource":"%s","dialstatus":"%s"}`, cause, ch.name, ch.call.dialStatus)
 	s.cel(ch, "HANGUP", "", extra)
 	s.cel(ch, "CHAN_END", "", "")

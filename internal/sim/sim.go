@@ -102,27 +102,29 @@ type Sim struct {
 	nextSess uint64
 
 	// mu guards the PBX state below. Scheduled steps and actions that touch calls hold it.
-	mu         sync.Mutex
-	rng        *rand.Rand // generated traffic
-	origRng    *rand.Rand // click-to-call outcomes, apart so clients do not disturb generated traffic
-	uniqueSeq  uint64
-	techSeq    map[string]uint64
-	channels   map[string]*channel // by name
-	calls      map[string]*call    // by linkedid
-	db         map[string]string   // "family/key" -> value
-	bridgeSeq  uint64
-	processed  int
-	callSeq    uint64
-	started    time.Time // virtual start, for uptime
-	wallStart  time.Time
-	onCall     []func(CallSummary)
-	summaries  chan CallSummary
-	summClosed bool
-	arriving   bool // a generated-call arrival is scheduled
-	eventsSent atomic.Uint64
-	dropped    atomic.Uint64
-	finished   atomic.Uint64
-	running    atomic.Bool
+	mu        sync.Mutex
+	rng       *rand.Rand // generated traffic
+	origRng   *rand.Rand // click-to-call outcomes, apart so clients do not disturb generated traffic
+	uniqueSeq uint64
+	techSeq   map[string]uint64
+	channels  map[string]*channel // by name
+	// devicesInUse counts live channels per phone, so a busy phone answers busy.
+	devicesInUse map[string]int
+	calls        map[string]*call  // by linkedid
+	db           map[string]string // "family/key" -> value
+	bridgeSeq    uint64
+	processed    int
+	callSeq      uint64
+	started      time.Time // virtual start, for uptime
+	wallStart    time.Time
+	onCall       []func(CallSummary)
+	summaries    chan CallSummary
+	summClosed   bool
+	arriving     bool // a generated-call arrival is scheduled
+	eventsSent   atomic.Uint64
+	dropped      atomic.Uint64
+	finished     atomic.Uint64
+	running      atomic.Bool
 }
 
 // New validates cfg and returns a simulator; Start opens the listener.
@@ -161,18 +163,19 @@ func New(cfg Config) (*Sim, error) {
 	}
 	seed := uint64(cfg.Seed)
 	s := &Sim{
-		cfg:       cfg,
-		log:       log.With("part", "sim"),
-		clock:     newScheduler(cfg.Start),
-		sessions:  make(map[uint64]*session),
-		rng:       rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
-		origRng:   rand.New(rand.NewPCG(seed, 0x6a09e667f3bcc909)),
-		techSeq:   make(map[string]uint64),
-		channels:  make(map[string]*channel),
-		calls:     make(map[string]*call),
-		db:        make(map[string]string),
-		started:   cfg.Start,
-		summaries: make(chan CallSummary, 4096),
+		cfg:          cfg,
+		log:          log.With("part", "sim"),
+		clock:        newScheduler(cfg.Start),
+		sessions:     make(map[uint64]*session),
+		rng:          rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		origRng:      rand.New(rand.NewPCG(seed, 0x6a09e667f3bcc909)),
+		techSeq:      make(map[string]uint64),
+		channels:     make(map[string]*channel),
+		devicesInUse: make(map[string]int),
+		calls:        make(map[string]*call),
+		db:           make(map[string]string),
+		started:      cfg.Start,
+		summaries:    make(chan CallSummary, 4096),
 	}
 	if cfg.OnCall != nil {
 		s.onCall = append(s.onCall, cfg.OnCall)
