@@ -63,3 +63,17 @@ class TestClickToDialUI(HttpCase):
         call = env["asterisk_plus.call"].search([("uniqueid", "=", action["ChannelId"])])
         self.assertEqual(call.partner, partner)
         self.assertEqual(call.calling_user, admin)
+
+    def test_menus_tour(self):
+        env = self.env(context=dict(self.env.context, tracking_disable=True))
+        server = env["asterisk_plus.server"].create({"name": "PBX"})
+        admin = self.env.ref("base.user_admin")
+        env["asterisk_plus.user"].create({
+            "server": server.id, "user": admin.id, "exten": "101", "channels": [(0, 0, {"name": "PJSIP/101"})],
+        })
+        partner = env["res.partner"].create({"name": "Customer GmbH", "phone": "+4930901820"})
+        env["asterisk_plus.call"].create({
+            "uniqueid": "1.1", "server": server.id, "direction": "in", "calling_number": "+4930901820",
+            "partner": partner.id, "status": "answered", "is_active": False, "answered_user": admin.id,
+        })
+        self.start_tour("/web", "asterisk_plus_menus", login="admin")

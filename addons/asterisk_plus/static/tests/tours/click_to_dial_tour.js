@@ -81,3 +81,53 @@ registry.category("web_tour.tours").add("asterisk_plus_click_to_dial", {
         },
     ],
 });
+
+function visit(title, hash, trigger) {
+    return [
+        {
+            content: `open ${title}`,
+            trigger: "body",
+            run: () => {
+                window.location.hash = hash;
+            },
+        },
+        // The breadcrumb proves the new action replaced the previous one.
+        { content: `${title} is loaded`, trigger: `.o_breadcrumb:contains('${title}')`, isCheck: true },
+        { content: `${title} is shown`, trigger, isCheck: true },
+    ];
+}
+
+registry.category("web_tour.tours").add("asterisk_plus_menus", {
+    test: true,
+    steps: () => [
+        { trigger: ".o_main_navbar", isCheck: true },
+        ...visit("Call history", "#action=asterisk_plus.action_call_history", ".o_list_view .o_data_row"),
+        {
+            content: "open a call",
+            trigger: ".o_list_view .o_data_row .o_data_cell",
+            run: "click",
+        },
+        { content: "the call form", trigger: ".o_form_view .o_field_widget[name='display_label']", isCheck: true },
+        ...visit("Active calls", "#action=asterisk_plus.action_active_calls", ".o_list_view"),
+        ...visit("Channels", "#action=asterisk_plus.action_channels", ".o_list_view"),
+        ...visit("PBX users", "#action=asterisk_plus.action_pbx_users", ".o_list_view .o_data_row"),
+        {
+            content: "open a PBX user",
+            trigger: ".o_list_view .o_data_row .o_data_cell",
+            run: "click",
+        },
+        { content: "the PBX user form", trigger: ".o_form_view .o_field_widget[name='channels']", isCheck: true },
+        ...visit("Servers", "#action=asterisk_plus.action_servers", ".o_list_view .o_data_row"),
+        {
+            content: "open a server",
+            trigger: ".o_list_view .o_data_row .o_data_cell",
+            run: "click",
+        },
+        { content: "the server form", trigger: ".o_form_view .o_field_widget[name='agent_url']", isCheck: true },
+        ...visit("Events map", "#action=asterisk_plus.action_events", ".o_list_view .o_data_row"),
+        ...visit("PBX Settings", "#action=asterisk_plus.action_settings", ".o_form_view .o_field_widget[name='originate_context']"),
+        ...visit("Recordings", "#action=asterisk_plus.action_recordings", ".o_list_view"),
+        ...visit("Access lists", "#action=asterisk_plus.action_access_lists", ".o_list_view"),
+        ...visit("Bans", "#action=asterisk_plus.action_access_bans", ".o_list_view"),
+    ],
+});
