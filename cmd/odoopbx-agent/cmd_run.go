@@ -39,6 +39,11 @@ func (a *app) runCmd() *command {
 			if err != nil {
 				return err
 			}
+			if adm, err := daemon.NewAdmin(ag, log); err != nil {
+				return err
+			} else if adm != nil {
+				ag.Add(adm)
+			}
 			// SIGHUP reloads the local file, the events map, options and access lists.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)

@@ -111,7 +111,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintln(o.Out, "Events go to an in-process Odoo stand-in. Press Ctrl-C to stop.")
 	err = ag.Run(ctx)
-	fmt.Fprintf(o.Out, "Stopped: %s delivered, %d simulated calls.\n", sink, pbx.Stats().CallsFinished)
+	fmt.Fprintf(o.Out, "Stopped: %d simulated calls, %d deliveries to the Odoo stand-in.\n", pbx.Stats().CallsFinished, sink.Total())
 	return err
 }
 
