@@ -33,4 +33,3 @@ func (a *app) demoCmd() *command {
 		},
 	}
 }
-
