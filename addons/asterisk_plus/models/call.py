@@ -255,8 +255,12 @@ class Call(models.Model):
             targets.append(self.partner)
         if self.ref and self.ref._name != "res.partner" and hasattr(self.ref, "message_post"):
             targets.append(self.ref)
+        # Authored by the user who took or made the call, else by OdooBot (not the agent account).
+        author = self.answered_user or self.calling_user
+        author_id = author.partner_id.id if author else self.env.ref("base.partner_root").id
         for record in targets:
-            record.sudo().message_post(body=body, message_type="comment", subtype_xmlid="mail.mt_note")
+            record.sudo().message_post(body=body, message_type="comment", subtype_xmlid="mail.mt_note",
+                                       author_id=author_id)
         self.summary_posted = True
 
     def _notify_missed(self):

@@ -2,6 +2,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import uuid
 import warnings
@@ -25,6 +26,7 @@ AGENT_HTTP_TIMEOUT = 6  # seconds (§4.3)
 INIT_WINDOW = timedelta(hours=1)
 AGENT_API_VERSION = 1
 USER_AGENT = "odoo-asterisk_plus/17.0"
+DIALABLE = re.compile(r"^\+?[0-9A-Za-z*#]+$")  # also keeps CR/LF out of the AMI action
 
 
 class FingerprintAdapter(HTTPAdapter):
@@ -385,7 +387,7 @@ class Server(models.Model):
         if not self.env.user.has_group("asterisk_plus.group_asterisk_user"):
             raise AccessError(_("You are not a PBX user."))
         exten = clean_number(number)
-        if not exten or not exten.lstrip("+").isalnum():
+        if not exten or not DIALABLE.match(exten):
             raise UserError(_("Nothing to dial: %s", number))
         pbx_users = self.env["asterisk_plus.user"].sudo().search([("user", "=", self.env.uid)])
         channels = pbx_users.channels.filtered("originate_enabled")

@@ -113,6 +113,7 @@ class TestCallHandlers(AsteriskCase):
         summary = partner.message_ids.filtered(lambda m: "Incoming call" in (m.body or ""))
         self.assertEqual(len(summary), 1)
         self.assertIn("answered by Bob", summary.body)
+        self.assertEqual(summary.author_id, self.bob.partner_id)
         # Users see their own calls only; supervisors see all.
         self.assertIn(call, self.env["asterisk_plus.call"].with_user(self.bob).search([]))
         self.assertNotIn(call, self.env["asterisk_plus.call"].with_user(self.alice).search([]))
@@ -336,3 +337,19 @@ class TestCallHandlers(AsteriskCase):
         # 08: a UserEvent the map does not route reaches no handler.
         others = enrich(ami_events("08-userevent.txt", names={"UserEvent"}))
         self.assertEqual(self.replay_map(others), [])
+
+    def test_fagi_route_did(self):
+        pbx_bob = self.make_pbx_user(self.bob, "100", ["PJSIP/100", "Local/100@internal"])
+        pbx_bob.write({"did_number": "+49 30 555 100", "dial_timeout": 25})
+        request = {"agi_network_script": "route_did", "agi_extension": "+4930555100",
+                   "agi_uniqueid": "1795627331.19", "AgentEventId": "x"}
+        User = self.env["asterisk_plus.user"].with_user(self.agent)
+        self.assertEqual(User.fagi_request(request), [
+            "PJSIP_DIAL_CONTACTS 100 25,t",
+            'EXEC Dial "Local/100@internal,25,t"',
+        ])
+        pbx_bob.record_calls = True
+        self.assertEqual(User.fagi_request(request)[0], "EXEC MixMonitor 1795627331.19.wav,b")
+        self.assertEqual(User.fagi_request(dict(request, agi_extension="999")), [])
+        with self.assertRaises(AccessError):
+            self.env["asterisk_plus.user"].with_user(self.alice).fagi_request(request)

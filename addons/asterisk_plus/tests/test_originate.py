@@ -193,8 +193,12 @@ class TestOriginate(AsteriskCase):
         with self.assertRaisesRegex(UserError, "no PBX channel"):
             self.originate(Recorder())
         self.pbx_alice.channels.originate_enabled = True
-        with self.assertRaises(UserError):
-            self.originate(Recorder(), number="+49 30; DROP")
+        for bad in ("+49 30; DROP", "100\r\nAction: Command", ""):
+            with self.assertRaises(UserError):
+                self.originate(Recorder(), number=bad)
+        recorder = Recorder()
+        self.originate(recorder, number="*97", model=False)
+        self.assertEqual(recorder.calls[0]["body"]["args"][0]["Exten"], "*97", "feature codes can be dialled")
         self.server.agent_url = "http://192.0.2.10:48000"
         with self.assertRaisesRegex(UserError, "only allowed on loopback"):
             self.originate(Recorder())
