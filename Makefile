@@ -31,9 +31,9 @@ vet:
 	$(GO) vet ./...
 
 fmt-check:
-	@unformatted="$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*'))"; \
+	@unformatted="$$(gofmt -l . 2>&1)"; \
 	if [ -n "$$unformatted" ]; then \
-		echo "gofmt: these files are not formatted (run gofmt -w on them):"; \
+		echo "gofmt: these files are not formatted or do not parse (run gofmt -w on them):"; \
 		echo "$$unformatted"; \
 		exit 1; \
 	fi
