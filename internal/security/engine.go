@@ -339,9 +339,10 @@ func (e *Engine) save(ctx context.Context) {
 
 func (e *Engine) saveNow() error {
 	e.mu.Lock()
-	st := Snapshot(e.policy, e.now())
+	now := e.now()
+	x := e.policy.Export(now)
 	e.mu.Unlock()
-	return SaveState(e.cfg.StatePath, st)
+	return SaveState(e.cfg.StatePath, x.State(now))
 }
 
 // BanUpdate is one entry of asterisk_plus.access_ban.agent_ban_update (contract §6.4). Times are

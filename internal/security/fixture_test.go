@@ -60,3 +60,11 @@ func securityOnly(ms []*ami.Message) []*ami.Message {
 func messageOf(pairs ...string) *ami.Message { return ami.NewMessage(pairs...) }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+func statSize(path string) (int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}

@@ -474,7 +474,7 @@ func (p *Policy) Bans(now time.Time) []Ban {
 		if !out[i].Expires.Equal(out[j].Expires) {
 			return out[i].Expires.Before(out[j].Expires)
 		}
-		return out[i].Prefix.String() < out[j].Prefix.String()
+		return comparePrefix(out[i].Prefix, out[j].Prefix) < 0
 	})
 	return out
 }
@@ -526,5 +526,13 @@ func (p *Policy) Restore(bans []Ban, history map[netip.Prefix][]BanRecord, now t
 }
 
 func sortChanges(c []Change) {
-	sort.SliceStable(c, func(i, j int) bool { return c[i].Ban.Prefix.String() < c[j].Ban.Prefix.String() })
+	sort.SliceStable(c, func(i, j int) bool { return comparePrefix(c[i].Ban.Prefix, c[j].Ban.Prefix) < 0 })
+}
+
+// comparePrefix orders IPv4 before IPv6, then by address, then by length, without allocating.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
 }

@@ -110,16 +110,42 @@ func (s *State) Decode() (bans []Ban, history map[netip.Prefix][]BanRecord, allo
 
 // Snapshot builds the file's content from a policy.
 func Snapshot(p *Policy, now time.Time) *State {
-	s := &State{Version: stateVersion, SavedAt: now.UTC(), History: map[string][]BanRecord{}}
-	for _, b := range p.Bans(now) {
+	return p.Export(now).State(now)
+}
+
+// Export is a copy of what the state file holds, taken quickly (under the engine's lock) and
+// formatted later by State (outside it).
+type Export struct {
+	Bans    []Ban
+	History map[netip.Prefix][]BanRecord
+	Allow   []AccessRule
+	Deny    []AccessRule
+}
+
+// Export copies the running bans (unsorted), the history and the lists.
+func (p *Policy) Export(now time.Time) Export {
+	x := Export{Bans: make([]Ban, 0, len(p.bans)), History: p.History()}
+	for _, b := range p.bans {
+		if now.Before(b.Expires) {
+			x.Bans = append(x.Bans, *b)
+		}
+	}
+	x.Allow, x.Deny = p.AccessLists()
+	return x
+}
+
+// State formats an export for the file, bans in address order.
+func (x Export) State(now time.Time) *State {
+	sort.Slice(x.Bans, func(i, j int) bool { return comparePrefix(x.Bans[i].Prefix, x.Bans[j].Prefix) < 0 })
+	s := &State{Version: stateVersion, SavedAt: now.UTC(), History: make(map[string][]BanRecord, len(x.History)),
+		Bans: make([]StateBan, 0, len(x.Bans))}
+	for _, b := range x.Bans {
 		s.Bans = append(s.Bans, banToState(b))
 	}
-	for k, v := range p.History() {
+	for k, v := range x.History {
 		s.History[FormatPrefix(k)] = v
 	}
-	allow, deny := p.AccessLists()
-	s.Allow, s.Deny = rulesToState(allow), rulesToState(deny)
-	sort.Slice(s.Bans, func(i, j int) bool { return s.Bans[i].Address < s.Bans[j].Address })
+	s.Allow, s.Deny = rulesToState(x.Allow), rulesToState(x.Deny)
 	return s
 }
 
@@ -145,7 +171,14 @@ func LoadState(path string) (*State, error) {
 // SaveState writes the file atomically: a temporary file in the same directory, synced, then
 // renamed over the old one, so a crash leaves either the old or the new file.
 func SaveState(path string, s *State) error {
-	data, err := json.MarshalIndent(s, "", "  ")
+	// Indented for people reading a normal file; compact when an attack has made it large.
+	var data []byte
+	var err error
+	if len(s.Bans) < 1000 {
+		data, err = json.MarshalIndent(s, "", "  ")
+	} else {
+		data, err = json.Marshal(s)
+	}
 	if err != nil {
 		return fmt.Errorf("security: %w", err)
 	}

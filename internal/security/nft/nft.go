@@ -62,6 +62,8 @@ type Backend struct {
 	mu    sync.Mutex // serialises netlink transactions and guards conn
 	conn  *nftables.Conn
 	table *nftables.Table
+	// setsByName is built once: the library only reads these descriptions.
+	setsByName map[string]*nftables.Set
 }
 
 var _ security.Backend = (*Backend)(nil)
@@ -77,6 +79,7 @@ func New(cfg Config) (*Backend, error) {
 		cfg.IPv6Prefix = 128
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger, table: &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}}
+	b.setsByName = b.newSets()
 	if err := b.open(); err != nil {
 		return nil, err
 	}
@@ -128,9 +131,12 @@ func (b *Backend) Name() string { return "nftables" }
 // Available implements security.Backend.
 func (b *Backend) Available() bool { return true }
 
-// sets returns the eight sets of the layout, with fixed IDs (the library's own ID counter is a
-// package global; fixed IDs keep concurrent backends from sharing it).
-func (b *Backend) sets() map[string]*nftables.Set {
+// sets returns the eight sets of the layout.
+func (b *Backend) sets() map[string]*nftables.Set { return b.setsByName }
+
+// newSets describes the sets with fixed IDs (the library's own ID counter is a package global;
+// fixed IDs keep concurrent backends from sharing it).
+func (b *Backend) newSets() map[string]*nftables.Set {
 	t := b.table
 	return map[string]*nftables.Set{
 		setAllow4:   {ID: 1, Table: t, Name: setAllow4, KeyType: nftables.TypeIPAddr, Interval: true},
