@@ -22,6 +22,7 @@
         "views/recording_views.xml",
         "views/access_views.xml",
         "views/res_partner_views.xml",
+        "views/console_templates.xml",
         "views/menu.xml",
     ],
     "assets": {

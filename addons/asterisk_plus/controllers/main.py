@@ -196,3 +196,18 @@ class AsteriskPlusController(http.Controller):
             code = pbx_user.user.partner_id.country_id.code or server.country_id.code or None
             return _text(env["res.partner"]._asterisk_format_e164(number, code) or "")
         return self._dialplan(db, handler)
+
+
+class AsteriskPlusConsole(http.Controller):
+
+    @http.route("/asterisk_plus/console/<int:server_id>", type="http", auth="user", methods=["GET"])
+    def console(self, server_id, **kwargs):
+        server = request.env["asterisk_plus.server"].browse(server_id).exists()
+        if not server:
+            return request.not_found()
+        token = server.console_new_token()  # AccessError for non-admins
+        response = request.render("asterisk_plus.console_page", {
+            "server": server, "token": token, "ws_url": server._console_websocket_url(),
+        })
+        response.headers["Cache-Control"] = "no-store"
+        return response

@@ -12,3 +12,4 @@ from . import access
 from . import res_partner
 from . import res_users
 from . import ir_websocket
+from . import console
