@@ -13,6 +13,7 @@ import (
 	"github.com/odoopbx/odoopbx/internal/ami"
 	"github.com/odoopbx/odoopbx/internal/config"
 	"github.com/odoopbx/odoopbx/internal/control"
+	"github.com/odoopbx/odoopbx/internal/daemon"
 	"github.com/odoopbx/odoopbx/internal/eventmap"
 	"github.com/odoopbx/odoopbx/internal/odoo"
 	"github.com/odoopbx/odoopbx/internal/security"
@@ -184,16 +185,17 @@ func (a *app) checkTLS(cfg config.Config, line checkLine) {
 		line(true, "api", "plain HTTP on %s (loopback only)", cfg.API.Listen)
 		return
 	}
-	_, fp, err := tlsutil.Load(cfg.TLS.Cert, cfg.TLS.Key)
+	cert, key := daemon.TLSFiles(cfg)
+	_, fp, err := tlsutil.Load(cert, key)
 	if errors.Is(err, os.ErrNotExist) {
-		line(true, "tls", "no certificate at %s yet: a self-signed one is generated at first start", cfg.TLS.Cert)
+		line(true, "tls", "no certificate at %s yet: the agent generates a self-signed one in %s at start", cfg.TLS.Cert, filepath.Dir(cert))
 		return
 	}
 	if err != nil {
 		line(false, "tls", "%v", err)
 		return
 	}
-	line(true, "tls", "%s sha256 fingerprint %s (Odoo pins it)", cfg.TLS.Cert, fp)
+	line(true, "tls", "%s sha256 fingerprint %s (Odoo pins it)", cert, fp)
 }
 
 func (a *app) checkSecurity(cfg config.Config, line checkLine) {

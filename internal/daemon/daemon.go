@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -231,11 +232,12 @@ func New(opts Options) (*Agent, error) {
 	if cfg.API.Token == "" && cfg.API.TokenNext == "" {
 		log.Warn("api: no api.token set, so the job API stays off (fail closed); `odoopbx-agent init` sets it")
 	} else {
+		certFile, keyFile := TLSFiles(cfg)
 		a.API, err = api.New(api.Config{
 			Listen:       cfg.API.Listen,
 			TLS:          cfg.API.TLS,
-			CertFile:     cfg.TLS.Cert,
-			KeyFile:      cfg.TLS.Key,
+			CertFile:     certFile,
+			KeyFile:      keyFile,
 			Tokens:       []config.Secret{cfg.API.Token, cfg.API.TokenNext},
 			AllowFrom:    cfg.API.AllowFrom,
 			MaxBodyBytes: cfg.API.MaxBodyBytes,
@@ -489,6 +491,25 @@ func exemptPrefixes(cfg config.Config) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// TLSFiles are the job API's certificate and key: tls.cert/tls.key when either exists (init puts
+// them in /etc/odoopbx/tls), else a self-signed pair generated in <state_dir>/tls, because the
+// service cannot write /etc (contract Appendix A: "generated TLS key when tls.* are unset").
+func TLSFiles(cfg config.Config) (cert, key string) {
+	if fileExists(cfg.TLS.Cert) || fileExists(cfg.TLS.Key) {
+		return cfg.TLS.Cert, cfg.TLS.Key
+	}
+	dir := filepath.Join(cfg.StateDir, "tls")
+	return filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key")
+}
+
+func fileExists(path string) bool {
+	if path == "" {
+		return false
+	}
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // AMITLS returns the TLS config for AMI over TLS (ami.tls), or nil for plain TCP.
