@@ -51,16 +51,19 @@ type Engine struct {
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
-	enabled bool
+	enabled atomic.Bool
 
 	events chan *ami.Message
 	dirty  chan struct{}
 
-	mu      sync.Mutex // guards policy, backend and the calls made on them
+	mu      sync.Mutex // guards the fields below and the calls made on policy and backend
+	opts    Options
+	optErrs []error
 	policy  *Policy
 	backend Backend
 	lastErr string
 
+	life    sync.Mutex // serialises Start, Stop and Reconfigure
 	running atomic.Bool
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -90,12 +93,14 @@ func New(cfg Config) (*Engine, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		now:     cfg.Now,
-		enabled: cfg.Options.Enabled && len(cfg.OptionErrors) == 0,
 		events:  make(chan *ami.Message, eventQueue),
 		dirty:   make(chan struct{}, 1),
+		opts:    cfg.Options,
+		optErrs: cfg.OptionErrors,
 		policy:  NewPolicy(cfg.Options, cfg.Exempt),
 		backend: cfg.Backend,
 	}
+	e.enabled.Store(cfg.Options.Enabled && len(cfg.OptionErrors) == 0)
 	return e, nil
 }
 
@@ -103,10 +108,16 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Name() string { return "security" }
 
 // Enabled reports whether security is on (enabled and the options valid).
-func (e *Engine) Enabled() bool { return e.enabled }
+func (e *Engine) Enabled() bool { return e.enabled.Load() }
 
 // SecurityEvents lists the AMI events the engine needs (all of class security).
 func (e *Engine) SecurityEvents() []string { return SecurityEventNames() }
+
+func (e *Engine) options() (Options, []error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.opts, e.optErrs
+}
 
 // Start implements agent.Component. With security off it only removes the table when security was
 // switched off on purpose (valid options, security_enabled no); with bad options it leaves the
@@ -114,17 +125,33 @@ func (e *Engine) SecurityEvents() []string { return SecurityEventNames() }
 // state and installs the table; a backend that cannot install is replaced by the dry run, and the
 // agent keeps running.
 func (e *Engine) Start(ctx context.Context) error {
-	if !e.enabled {
-		for _, err := range e.cfg.OptionErrors {
-			e.log.Error("security: off because of a bad option", "err", err)
-		}
-		if len(e.cfg.OptionErrors) == 0 && e.backend.Available() {
-			if err := e.backend.Remove(ctx); err != nil {
-				e.log.Warn("security: could not remove the firewall table", "err", err)
-			}
-		}
+	e.life.Lock()
+	defer e.life.Unlock()
+	if !e.enabled.Load() {
+		e.switchedOff(ctx)
 		return nil
 	}
+	e.bringUp(ctx)
+	return nil
+}
+
+// switchedOff reports bad options, or removes the table when security is off on purpose.
+func (e *Engine) switchedOff(ctx context.Context) {
+	_, errs := e.options()
+	for _, err := range errs {
+		e.log.Error("security: off because of a bad option", "err", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(errs) == 0 && e.backend.Available() {
+		if err := e.backend.Remove(ctx); err != nil {
+			e.log.Warn("security: could not remove the firewall table", "err", err)
+		}
+	}
+}
+
+// bringUp loads the state file, installs the table and starts the goroutines.
+func (e *Engine) bringUp(ctx context.Context) {
 	now := e.now()
 	st, err := LoadState(e.cfg.StatePath)
 	if err != nil {
@@ -143,18 +170,13 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	e.policy.SetAccessLists(allow, deny)
 	expired := e.policy.Restore(bans, history, now)
-	rs := e.rulesetLocked(now)
-	if err := e.backend.Install(ctx, rs); err != nil {
-		e.lastErr = err.Error()
-		e.log.Error("security: cannot install the firewall table; counting and logging only", "err", err)
-		e.backend = NewDryRunBackend(e.log, err.Error())
-		_ = e.backend.Install(ctx, rs)
-	}
+	rs := e.installLocked(ctx, now)
+	opts := e.opts
+	backend := e.backend
 	e.mu.Unlock()
-	e.log.Info("security: started", "backend", e.backend.Name(), "available", e.backend.Available(),
+	e.log.Info("security: started", "backend", backend.Name(), "available", backend.Available(),
 		"bans", len(rs.Bans), "allow", len(rs.Allow), "deny", len(rs.Deny),
-		"maxretry", e.cfg.Options.MaxRetry, "findtime", e.cfg.Options.FindTime.String(),
-		"bantime", e.cfg.Options.BannedTimeout.String())
+		"maxretry", opts.MaxRetry, "findtime", opts.FindTime.String(), "bantime", opts.BannedTimeout.String())
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
@@ -165,12 +187,22 @@ func (e *Engine) Start(ctx context.Context) error {
 	go e.save(runCtx)
 	e.notify(runCtx, expired)
 	e.markDirty()
-	return nil
 }
 
-// Stop implements agent.Component: it drains nothing (events in flight are dropped), saves the
-// state and leaves the table in place unless security_remove_on_exit is on.
-func (e *Engine) Stop(ctx context.Context) error {
+// installLocked writes the whole table; a backend that fails is replaced by the dry run.
+func (e *Engine) installLocked(ctx context.Context, now time.Time) Ruleset {
+	rs := e.rulesetLocked(now)
+	if err := e.backend.Install(ctx, rs); err != nil {
+		e.lastErr = err.Error()
+		e.log.Error("security: cannot install the firewall table; counting and logging only", "err", err)
+		e.backend = NewDryRunBackend(e.log, err.Error())
+		_ = e.backend.Install(ctx, rs)
+	}
+	return rs
+}
+
+// tearDown stops the goroutines and saves the state.
+func (e *Engine) tearDown(ctx context.Context) error {
 	if !e.running.Swap(false) {
 		return nil
 	}
@@ -182,8 +214,18 @@ func (e *Engine) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("security: stop: %w", ctx.Err())
 	}
-	err := e.saveNow()
-	if e.cfg.Options.RemoveOnExit {
+	return e.saveNow()
+}
+
+// Stop implements agent.Component: it drains nothing (events in flight are dropped), saves the
+// state and leaves the table in place unless security_remove_on_exit is on.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.life.Lock()
+	defer e.life.Unlock()
+	wasRunning := e.running.Load()
+	err := e.tearDown(ctx)
+	opts, _ := e.options()
+	if wasRunning && opts.RemoveOnExit {
 		e.mu.Lock()
 		if rerr := e.backend.Remove(ctx); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -193,10 +235,49 @@ func (e *Engine) Stop(ctx context.Context) error {
 	return err
 }
 
+// Reconfigure applies options re-read by agent.reload_config. Bans, their history and the access
+// lists carry over; failure counters and trust start afresh. Switching security on brings it up,
+// switching it off on purpose removes the table, and bad options switch it off leaving the table
+// as it is. security_ipv6_prefix is fixed by the firewall's set type and changes only at restart.
+func (e *Engine) Reconfigure(ctx context.Context, opts Options, errs []error) error {
+	e.life.Lock()
+	defer e.life.Unlock()
+	on := opts.Enabled && len(errs) == 0
+	e.mu.Lock()
+	if e.running.Load() && opts.IPv6Prefix != e.opts.IPv6Prefix {
+		e.log.Warn("security: security_ipv6_prefix changes take effect at the next start", "now", e.opts.IPv6Prefix, "asked", opts.IPv6Prefix)
+		opts.IPv6Prefix = e.opts.IPv6Prefix
+	}
+	now := e.now()
+	x := e.policy.Export(now)
+	e.opts, e.optErrs = opts, errs
+	e.policy = NewPolicy(opts, e.cfg.Exempt)
+	e.policy.SetAccessLists(x.Allow, x.Deny)
+	e.policy.Restore(x.Bans, x.History, now)
+	e.mu.Unlock()
+	switch {
+	case on && e.running.Load():
+		e.mu.Lock()
+		e.installLocked(ctx, now) // ports may have changed
+		e.mu.Unlock()
+		e.enabled.Store(true)
+		e.log.Info("security: options reloaded")
+	case on:
+		e.enabled.Store(true)
+		e.bringUp(ctx)
+	default:
+		e.enabled.Store(false)
+		err := e.tearDown(ctx)
+		e.switchedOff(ctx)
+		return err
+	}
+	return nil
+}
+
 // HandleEvent takes one AMI message from the events session. It never blocks: non-security
 // events return at once, and when the queue is full the event is counted and dropped.
 func (e *Engine) HandleEvent(m *ami.Message) {
-	if !e.enabled || m == nil || !e.running.Load() {
+	if m == nil || !e.running.Load() || !e.enabled.Load() {
 		return
 	}
 	if _, ok := securityEvents[strings.ToLower(m.Get("Event"))]; !ok {
@@ -389,7 +470,7 @@ func (e *Engine) notify(ctx context.Context, changes []Change) {
 // rulesetLocked is the whole table content at now.
 func (e *Engine) rulesetLocked(now time.Time) Ruleset {
 	allow, deny := e.policy.AccessLists()
-	rs := Ruleset{PortsTCP: e.cfg.Options.PortsTCP, PortsUDP: e.cfg.Options.PortsUDP}
+	rs := Ruleset{PortsTCP: e.opts.PortsTCP, PortsUDP: e.opts.PortsUDP}
 	for _, r := range allow {
 		rs.Allow = append(rs.Allow, r.Prefix)
 	}
@@ -405,10 +486,11 @@ func (e *Engine) rulesetLocked(now time.Time) Ruleset {
 // Health implements agent.Component.
 func (e *Engine) Health() agent.Health {
 	detail := e.statusDetail()
+	_, errs := e.options()
 	switch {
-	case len(e.cfg.OptionErrors) > 0:
+	case len(errs) > 0:
 		return agent.Health{OK: false, State: "misconfigured", Detail: detail}
-	case !e.enabled:
+	case !e.enabled.Load():
 		return agent.Health{OK: true, State: "disabled", Detail: detail}
 	case !e.running.Load():
 		return agent.Health{OK: false, State: "stopped", Detail: detail}
@@ -461,9 +543,9 @@ func (e *Engine) Status() Status {
 	defer e.mu.Unlock()
 	allow, deny := e.policy.AccessLists()
 	s := Status{
-		Enabled: e.enabled, Available: e.enabled && e.backend.Available(), Backend: e.backend.Name(),
+		Enabled: e.enabled.Load(), Available: e.enabled.Load() && e.backend.Available(), Backend: e.backend.Name(),
 		Bans: len(e.policy.Bans(e.now())), Allow: len(allow), Deny: len(deny),
-		Ports:     Ports{TCP: e.cfg.Options.PortsTCP, UDP: e.cfg.Options.PortsUDP},
+		Ports:     Ports{TCP: e.opts.PortsTCP, UDP: e.opts.PortsUDP},
 		LastError: e.lastErr,
 		Counters: Counters{
 			Events: e.stats.events.Load(), Failures: e.stats.failures.Load(), Successes: e.stats.successes.Load(),
@@ -471,7 +553,7 @@ func (e *Engine) Status() Status {
 			Bans: e.stats.bans.Load(), BackendErrors: e.stats.backendErrors.Load(), Tracked: e.policy.Tracked(),
 		},
 	}
-	for _, err := range e.cfg.OptionErrors {
+	for _, err := range e.optErrs {
 		s.Errors = append(s.Errors, err.Error())
 	}
 	return s
@@ -514,7 +596,7 @@ var ErrDisabled = errors.New("security: security is off (set security_enabled: y
 
 // ListBans returns the running bans.
 func (e *Engine) ListBans() ([]BanView, error) {
-	if !e.enabled {
+	if !e.enabled.Load() {
 		return nil, ErrDisabled
 	}
 	e.mu.Lock()
@@ -530,13 +612,13 @@ func (e *Engine) ListBans() ([]BanView, error) {
 
 // Ban bans an address or network by hand; ttl zero means security_banned_timeout.
 func (e *Engine) Ban(ctx context.Context, p netip.Prefix, ttl time.Duration, reason string) (BanView, error) {
-	if !e.enabled {
+	if !e.enabled.Load() {
 		return BanView{}, ErrDisabled
 	}
-	if ttl == 0 {
-		ttl = e.cfg.Options.BannedTimeout
-	}
 	e.mu.Lock()
+	if ttl == 0 {
+		ttl = e.opts.BannedTimeout
+	}
 	now := e.now()
 	b, err := e.policy.Ban(p, ttl, reason, now)
 	if err != nil {
@@ -559,7 +641,7 @@ func (e *Engine) Ban(ctx context.Context, p netip.Prefix, ttl time.Duration, rea
 // Unban lifts bans; addresses that were not banned are listed in notFound. The firewall entry is
 // removed even when the engine did not know the ban (one added by hand with nft, or a stale one).
 func (e *Engine) Unban(ctx context.Context, addrs []netip.Prefix) (removed, notFound []string, err error) {
-	if !e.enabled {
+	if !e.enabled.Load() {
 		return nil, nil, ErrDisabled
 	}
 	var changes []Change
@@ -597,7 +679,7 @@ func (e *Engine) Unban(ctx context.Context, addrs []netip.Prefix) (removed, notF
 // SetAccessLists replaces the allow and deny lists in the firewall and then in the policy; a
 // firewall failure changes neither.
 func (e *Engine) SetAccessLists(ctx context.Context, allow, deny []AccessRule) error {
-	if !e.enabled {
+	if !e.enabled.Load() {
 		return ErrDisabled
 	}
 	toPrefixes := func(rules []AccessRule) []netip.Prefix {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -373,5 +374,55 @@ func TestEngineRemoveOnExit(t *testing.T) {
 	}
 	if h.fw.removed != 1 {
 		t.Errorf("removed %d", h.fw.removed)
+	}
+}
+
+func TestEngineReconfigure(t *testing.T) {
+	h := newHarness(t, nil, "") // starts off
+	if h.e.Enabled() || len(h.fw.installs) != 0 {
+		t.Fatal("started on")
+	}
+	parse := func(m map[string]string) (Options, []error) { return ParseOptions(m) }
+	// Off → on: the table is installed and events count.
+	o, errs := parse(map[string]string{"security_enabled": "yes", "security_maxretry": "2"})
+	if err := h.e.Reconfigure(context.Background(), o, errs); err != nil {
+		t.Fatal(err)
+	}
+	h.e.HandleEvent(sipFailure("203.0.113.80"))
+	h.e.HandleEvent(sipFailure("203.0.113.80"))
+	eventually(t, "ban at maxretry 2", func() bool { _, ok := h.fw.banned("203.0.113.80/32"); return ok })
+	// On → on with other ports: reinstalled, the ban carried over.
+	o, errs = parse(map[string]string{"security_enabled": "yes", "security_ports_udp": "5080"})
+	if err := h.e.Reconfigure(context.Background(), o, errs); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.mu.Lock()
+	last := h.fw.installs[len(h.fw.installs)-1]
+	h.fw.mu.Unlock()
+	if len(last.PortsUDP) != 1 || last.PortsUDP[0] != 5080 || len(last.Bans) != 1 {
+		t.Fatalf("reinstalled %+v", last)
+	}
+	// A bad value: off, table left alone, jobs say why.
+	o, errs = parse(map[string]string{"security_enabled": "yes", "security_findtime": "forever"})
+	if err := h.e.Reconfigure(context.Background(), o, errs); err != nil {
+		t.Fatal(err)
+	}
+	if h.e.Enabled() || h.fw.removed != 1 { // the one removal is from the harness's first, disabled start
+		t.Fatalf("bad option: enabled %v removed %d", h.e.Enabled(), h.fw.removed)
+	}
+	if _, err := call(t, h.e, "security.list_bans", nil, nil); codeOf(err) != "disabled" || !strings.Contains(err.Error(), "security_findtime") {
+		t.Errorf("job while misconfigured: %v", err)
+	}
+	// Off on purpose: the table goes; the saved state keeps the ban for a later start.
+	o, errs = parse(map[string]string{"security_enabled": "no"})
+	if err := h.e.Reconfigure(context.Background(), o, errs); err != nil {
+		t.Fatal(err)
+	}
+	if h.fw.removed != 2 {
+		t.Errorf("switched off: removed %d", h.fw.removed)
+	}
+	st, err := LoadState(h.state)
+	if err != nil || len(st.Bans) != 1 {
+		t.Errorf("state after switching off: %+v %v", st, err)
 	}
 }

@@ -35,10 +35,10 @@ func (e *Engine) JobFuncs() map[string]jobs.Func {
 // guard answers disabled while security is off and maps engine errors to job error codes.
 func (e *Engine) guard(f jobs.Func) jobs.Func {
 	return func(ctx context.Context, args []json.RawMessage, kwargs map[string]json.RawMessage) (any, error) {
-		if !e.enabled {
+		if !e.enabled.Load() {
 			msg := "security is off (set security_enabled: yes)"
-			if len(e.cfg.OptionErrors) > 0 {
-				msg = "security is off because of a bad option: " + errors.Join(e.cfg.OptionErrors...).Error()
+			if _, errs := e.options(); len(errs) > 0 {
+				msg = "security is off because of a bad option: " + errors.Join(errs...).Error()
 			}
 			return nil, jobs.Errorf(jobs.CodeDisabled, "%s", msg)
 		}
@@ -47,6 +47,8 @@ func (e *Engine) guard(f jobs.Func) jobs.Func {
 			var je *jobs.Error
 			switch {
 			case errors.As(err, &je):
+			case errors.Is(err, ErrDisabled):
+				err = jobs.Errorf(jobs.CodeDisabled, "%s", err.Error())
 			case errors.Is(err, ErrNeverBanned), errors.Is(err, ErrInvalidBan):
 				err = jobs.Errorf(jobs.CodeInvalidArgs, "%s", err.Error())
 			default:
