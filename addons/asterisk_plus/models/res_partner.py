@@ -80,7 +80,11 @@ class ResPartner(models.Model):
             partner.mobile_normalized = self._asterisk_format_e164(partner.mobile, code) if partner.mobile else False
 
     def _compute_call_count(self):
-        data = self.env["asterisk_plus.call"]._read_group([("partner", "in", self.ids)], ["partner"], ["__count"])
+        Call = self.env["asterisk_plus.call"]
+        if not Call.check_access_rights("read", raise_exception=False):
+            self.call_count = 0
+            return
+        data = Call._read_group([("partner", "in", self.ids)], ["partner"], ["__count"])
         counts = {partner.id: count for partner, count in data}
         for partner in self:
             partner.call_count = counts.get(partner.id, 0)

@@ -404,7 +404,8 @@ class Server(models.Model):
         partner = partner.sudo()
         dtmf = partner.phone_extension if partner else False
         country = partner and (partner.country_id or partner.parent_id.country_id)
-        if country:
+        # Internal extensions stay as they are; external numbers become E.164.
+        if country and len(exten.lstrip("+")) >= settings.min_external_number_length:
             exten = self.env["res.partner"]._asterisk_format_e164(exten, country.code) or exten
         record_name = record.display_name if record is not None else exten
         sent = []
@@ -448,7 +449,6 @@ class Server(models.Model):
             try:
                 server.local_job(
                     "asterisk.manager_action", args=[action],
-                    kwargs={"timeout": min(120, max(10, settings.originate_timeout + 5))},
                     res_model="asterisk_plus.server", res_method="originate_call_response",
                     pass_back={"channel_id": call_uid, "notify_uid": self.env.uid},
                     job_id=call_uid,

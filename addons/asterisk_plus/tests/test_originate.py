@@ -83,7 +83,7 @@ class TestOriginate(AsteriskCase):
         self.assertEqual(job["res_method"], "originate_call_response")
         self.assertEqual(job["pass_back"], {"channel_id": call_uid, "notify_uid": self.alice.id})
         self.assertEqual(job["job_id"], call_uid)
-        self.assertEqual(job["kwargs"], {"timeout": 65})
+        self.assertEqual(job["kwargs"], {})
         [action] = job["args"]
         self.assertEqual(action["Action"], "Originate")
         self.assertEqual(action["Channel"], "PJSIP/102")
@@ -196,6 +196,9 @@ class TestOriginate(AsteriskCase):
         for bad in ("+49 30; DROP", "100\r\nAction: Command", ""):
             with self.assertRaises(UserError):
                 self.originate(Recorder(), number=bad)
+        recorder = Recorder()
+        self.originate(recorder, number="100")
+        self.assertEqual(recorder.calls[0]["body"]["args"][0]["Exten"], "100", "an extension is not made E.164")
         recorder = Recorder()
         self.originate(recorder, number="*97", model=False)
         self.assertEqual(recorder.calls[0]["body"]["args"][0]["Exten"], "*97", "feature codes can be dialled")

@@ -111,5 +111,9 @@ class TestPartnerMatching(AsteriskCase):
         partner = self.Partner.create({"name": "Counted", "phone": "+33142685300"})
         self.env["asterisk_plus.call"].create({"uniqueid": "x.1", "server": self.server.id, "partner": partner.id})
         self.assertEqual(partner.call_count, 1)
+        outsider = self.env["res.users"].with_context(no_reset_password=True).create({
+            "name": "Outsider", "login": "outsider", "groups_id": [(6, 0, [self.env.ref("base.group_user").id])]})
+        self.assertEqual(partner.with_user(outsider).call_count, 0, "no PBX access: no count, no error")
+        self.assertEqual(partner.with_user(self.alice).call_count, 0, "not one of Alice's calls")
         action = partner.action_view_calls()
         self.assertEqual(action["res_model"], "asterisk_plus.call")
