@@ -358,6 +358,13 @@ func (e *Engine) applyLocked(ctx context.Context, changes []Change) {
 		case OpExpire:
 			e.log.Info("security: ban expired", "address", c.Ban.Address())
 		}
+		if errors.Is(err, ErrNoTable) {
+			// Someone flushed the ruleset (a firewall reload, "nft flush ruleset"): put the whole
+			// table back, this ban included, rather than leave every ban unenforced.
+			e.log.Warn("security: the firewall table disappeared; reinstalling it")
+			e.installLocked(ctx, now)
+			continue
+		}
 		if err != nil {
 			e.stats.backendErrors.Add(1)
 			e.lastErr = err.Error()

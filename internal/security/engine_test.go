@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -424,5 +425,29 @@ func TestEngineReconfigure(t *testing.T) {
 	st, err := LoadState(h.state)
 	if err != nil || len(st.Bans) != 1 {
 		t.Errorf("state after switching off: %+v %v", st, err)
+	}
+}
+
+func TestEngineReinstallsAFlushedTable(t *testing.T) {
+	h := newHarness(t, on, "")
+	if _, err := h.e.Ban(context.Background(), netip.MustParsePrefix("198.51.100.1/32"), time.Hour, "x"); err != nil {
+		t.Fatal(err)
+	}
+	h.fw.mu.Lock()
+	h.fw.banErr = fmt.Errorf("nft: ban: %w", ErrNoTable)
+	h.fw.mu.Unlock()
+	for i := 0; i < 5; i++ {
+		h.e.HandleEvent(sipFailure("203.0.113.21"))
+	}
+	eventually(t, "reinstall", func() bool {
+		h.fw.mu.Lock()
+		defer h.fw.mu.Unlock()
+		return len(h.fw.installs) == 2
+	})
+	h.fw.mu.Lock()
+	rs := h.fw.installs[1]
+	h.fw.mu.Unlock()
+	if len(rs.Bans) != 2 {
+		t.Fatalf("reinstalled with %+v", rs.Bans)
 	}
 }

@@ -151,3 +151,40 @@ func TestRestartKeepsProtection(t *testing.T) {
 		t.Error("restored ban not enforced")
 	}
 }
+
+// TestFlushedTableIsReinstalled: after someone deletes the table under the running agent, the next
+// ban puts the whole table back with every ban.
+func TestFlushedTableIsReinstalled(t *testing.T) {
+	l := newLab(t)
+	b := l.backend(t, 128)
+	sink := l.udpSink(t, 5060)
+	e := startEngine(t, b, t.TempDir(), map[string]string{"security_enabled": "yes", "security_ports_udp": "5060"})
+	if _, err := e.Ban(context.Background(), netip.MustParsePrefix("192.0.2.3/32"), time.Hour, "x"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(Config{NetNS: int(l.serverNS)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		e.HandleEvent(sipAttack(netip.MustParseAddr("192.0.2.1"), 5071+i))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, _ := b.List(context.Background())
+		if len(list) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("table not reinstalled with both bans: %+v", list)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !l.dropped(t, sink, "192.0.2.1", "192.0.2.2", 5060) || !l.dropped(t, sink, "192.0.2.3", "192.0.2.2", 5060) {
+		t.Error("bans not enforced after the reinstall")
+	}
+}
