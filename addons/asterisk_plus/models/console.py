@@ -9,8 +9,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlparse
 
-from odoo import _, api, fields, models
-from odoo.exceptions import AccessError
+from odoo import api, fields, models
 
 TOKEN_TTL = timedelta(seconds=60)
 
