@@ -551,7 +551,7 @@ func (e *Engine) Status() Status {
 	allow, deny := e.policy.AccessLists()
 	s := Status{
 		Enabled: e.enabled.Load(), Available: e.enabled.Load() && e.backend.Available(), Backend: e.backend.Name(),
-		Bans: len(e.policy.Bans(e.now())), Allow: len(allow), Deny: len(deny),
+		Bans: e.policy.ActiveBans(e.now()), Allow: len(allow), Deny: len(deny),
 		Ports:     Ports{TCP: e.opts.PortsTCP, UDP: e.opts.PortsUDP},
 		LastError: e.lastErr,
 		Counters: Counters{

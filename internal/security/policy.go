@@ -117,21 +117,26 @@ type pendingChallenge struct {
 }
 
 // PrivatePrefixes are never banned while security_ignore_private is on (§6.1).
-var PrivatePrefixes = []netip.Prefix{
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.168.0.0/16"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("fc00::/7"),
-	netip.MustParsePrefix("fe80::/10"),
+func PrivatePrefixes() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("172.16.0.0/12"),
+		netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("100.64.0.0/10"),
+		netip.MustParsePrefix("169.254.0.0/16"),
+		netip.MustParsePrefix("fc00::/7"),
+		netip.MustParsePrefix("fe80::/10"),
+	}
 }
 
-var loopbackPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("0.0.0.0/32"),
-	netip.MustParsePrefix("::/128"),
+// loopbackPrefixes are never banned, whatever the options.
+func loopbackPrefixes() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("0.0.0.0/32"),
+		netip.MustParsePrefix("::/128"),
+	}
 }
 
 // NewPolicy returns a policy for opts; exempt are the caller's never-banned addresses (AMI host,
@@ -145,7 +150,7 @@ func NewPolicy(opts Options, exempt []netip.Prefix) *Policy {
 		bans:     make(map[netip.Prefix]*Ban),
 		history:  make(map[netip.Prefix][]BanRecord),
 	}
-	for _, pr := range loopbackPrefixes {
+	for _, pr := range loopbackPrefixes() {
 		p.never = append(p.never, namedPrefix{pr, "loopback"})
 	}
 	for _, pr := range exempt {
@@ -155,7 +160,7 @@ func NewPolicy(opts Options, exempt []netip.Prefix) *Policy {
 		p.never = append(p.never, namedPrefix{normalise(pr), "ignored"})
 	}
 	if opts.IgnorePrivate {
-		for _, pr := range PrivatePrefixes {
+		for _, pr := range PrivatePrefixes() {
 			p.never = append(p.never, namedPrefix{pr, "private"})
 		}
 	}
@@ -479,8 +484,16 @@ func (p *Policy) Bans(now time.Time) []Ban {
 	return out
 }
 
-// BanCount is the number of bans held (including ones whose expiry Tick has not seen yet).
-func (p *Policy) BanCount() int { return len(p.bans) }
+// ActiveBans counts the bans still running at now, without sorting them.
+func (p *Policy) ActiveBans(now time.Time) int {
+	n := 0
+	for _, b := range p.bans {
+		if now.Before(b.Expires) {
+			n++
+		}
+	}
+	return n
+}
 
 // Tracked is the number of sources with failures being counted.
 func (p *Policy) Tracked() int { return len(p.failures) }
