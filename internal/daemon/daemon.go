@@ -11,9 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,8 @@ type Agent struct {
 
 	mu  sync.Mutex
 	cfg config.Config
+	// secOptions are the security options last applied, to reconfigure only on a change.
+	secOptions string
 
 	AMI      *ami.Client
 	Odoo     odoo.Client
@@ -153,14 +156,22 @@ func New(opts Options) (*Agent, error) {
 		log.Info("agent: no saved events map yet; it loads from Odoo", "err", err)
 	}
 
-	secOpts, secErrs := security.ParseOptions(a.mergedOptions())
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	exempt, exemptErrs := security.ExemptAddresses(rctx, net.DefaultResolver, cfg.AMI.Host, cfg.Odoo.URL)
+	rcancel()
+	for _, err := range exemptErrs {
+		log.Warn("security: an address that must never be banned could not be resolved", "err", err)
+	}
+	merged := a.mergedOptions()
+	a.secOptions = securityKey(merged)
+	secOpts, secErrs := security.ParseOptions(merged)
 	backend, why := a.firewall(secOpts)
 	a.Security, err = security.New(security.Config{
 		Options:      secOpts,
 		OptionErrors: secErrs,
 		Backend:      backend,
 		StatePath:    filepath.Join(cfg.StateDir, "security.json"),
-		Exempt:       exemptPrefixes(cfg),
+		Exempt:       exempt,
 		Enqueuer:     a.Delivery,
 		Logger:       log,
 	})
@@ -366,6 +377,9 @@ func (a *Agent) Reload(ctx context.Context) (eventmap.ReloadResult, error) {
 		}
 	}
 	res, err := a.Map.Reload(ctx)
+	if a.Security != nil {
+		a.reconfigureSecurity(ctx) // the local file may have changed even when the map did not
+	}
 	res.Errors = append(errs, res.Errors...)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
@@ -384,9 +398,41 @@ func (a *Agent) mapChanged(s *eventmap.Snapshot) {
 		}
 	}
 	if a.Security != nil {
+		a.reconfigureSecurity(ctx)
 		if err := a.applyAccessLists(ctx); err != nil {
 			a.log.Warn("security: access lists from Odoo refused", "err", err)
 		}
+	}
+}
+
+// securityKey identifies a set of security options, to reconfigure the engine only on a change
+// (a reconfiguration restarts the failure counters).
+func securityKey(merged map[string]string) string {
+	var keys []string
+	for k, v := range merged {
+		if strings.HasPrefix(k, "security_") {
+			keys = append(keys, k+"="+v)
+		}
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, "\n")
+}
+
+// reconfigureSecurity applies the merged security options (Odoo's agent_options under the local
+// ones) when they changed.
+func (a *Agent) reconfigureSecurity(ctx context.Context) {
+	merged := a.mergedOptions()
+	key := securityKey(merged)
+	a.mu.Lock()
+	same := key == a.secOptions
+	a.secOptions = key
+	a.mu.Unlock()
+	if same {
+		return
+	}
+	opts, errs := security.ParseOptions(merged)
+	if err := a.Security.Reconfigure(ctx, opts, errs); err != nil {
+		a.log.Warn("security: new options not applied", "err", err)
 	}
 }
 
@@ -441,13 +487,11 @@ func (a *Agent) notifyMethod() string {
 	return a.Config().Odoo.NotifyMethod
 }
 
-// firewall picks the nftables backend, or the dry-run one with the reason.
+// firewall picks the nftables backend whenever netlink works, so Odoo can switch security on later
+// without a restart (the engine installs nothing while it is off); else the dry-run one, with why.
 func (a *Agent) firewall(opts security.Options) (security.Backend, string) {
 	if a.opts.NoFirewall {
 		return security.NewDryRunBackend(a.log, "firewall disabled for this run"), "firewall disabled for this run"
-	}
-	if !opts.Enabled {
-		return security.NewDryRunBackend(a.log, "security_enabled is off"), ""
 	}
 	b, err := nft.New(nft.Config{IPv6Prefix: opts.IPv6Prefix, Logger: a.log})
 	if err != nil {
@@ -455,42 +499,6 @@ func (a *Agent) firewall(opts security.Options) (security.Backend, string) {
 		return security.NewDryRunBackend(a.log, why), why
 	}
 	return b, ""
-}
-
-// exemptPrefixes are never banned: loopback is the policy's own rule; here the AMI host, this
-// host's addresses and odoo.url's addresses (contract §6.1).
-func exemptPrefixes(cfg config.Config) []netip.Prefix {
-	var out []netip.Prefix
-	add := func(ip netip.Addr) {
-		ip = ip.Unmap()
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	resolve := func(host string) {
-		if ip, err := netip.ParseAddr(host); err == nil {
-			add(ip)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err == nil {
-			for _, ip := range addrs {
-				add(ip)
-			}
-		}
-	}
-	resolve(cfg.AMI.Host)
-	if u, err := url.Parse(cfg.Odoo.URL); err == nil && u.Hostname() != "" {
-		resolve(u.Hostname())
-	}
-	if ifaces, err := net.InterfaceAddrs(); err == nil {
-		for _, ia := range ifaces {
-			if p, err := netip.ParsePrefix(ia.String()); err == nil {
-				add(p.Addr())
-			}
-		}
-	}
-	return out
 }
 
 // TLSFiles are the job API's certificate and key: tls.cert/tls.key when either exists (init puts
