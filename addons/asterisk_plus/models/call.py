@@ -4,6 +4,7 @@ from datetime import timedelta
 from markupsafe import Markup, escape
 
 from odoo import _, api, fields, models
+from odoo.exceptions import AccessError
 
 from .common import agent_event, clean_number, event_datetime, header, known
 
@@ -18,6 +19,7 @@ STATUSES = [
     ("ended", "Ended"),
 ]
 RELOAD_CHANNEL = "asterisk_plus_actions"
+USER_WRITABLE = {"notes", "partner", "ref", "message_main_attachment_id"}
 
 
 class Call(models.Model):
@@ -63,6 +65,14 @@ class Call(models.Model):
     _sql_constraints = [
         ("server_uniqueid_uniq", "unique(server, uniqueid)", "A call with this Uniqueid already exists on this server."),
     ]
+
+    def write(self, vals):
+        if not (self.env.su or self.env.user.has_group("asterisk_plus.group_asterisk_supervisor")):
+            # Users annotate their calls; the call's facts come from the PBX only.
+            forbidden = set(vals) - USER_WRITABLE
+            if forbidden:
+                raise AccessError(_("Only supervisors can change: %s", ", ".join(sorted(forbidden))))
+        return super().write(vals)
 
     # ------------------------------------------------------------ helpers
     @api.model

@@ -1,10 +1,11 @@
 import re
 
 from odoo import _, api, fields, models
-from odoo.exceptions import ValidationError
+from odoo.exceptions import AccessError, ValidationError
 
 from .common import clean_number, strip_channel_suffix
 
+USER_PREFERENCES = {"open_reference", "call_popup_is_enabled", "call_popup_is_sticky", "missed_calls_notify"}
 _VAR_LINE = re.compile(r"^[A-Za-z0-9_()\-,]+=.*$")
 
 
@@ -41,6 +42,11 @@ class AsteriskUser(models.Model):
         return super().create(vals_list)
 
     def write(self, vals):
+        if not (self.env.su or self.env.user.has_group("asterisk_plus.group_asterisk_supervisor")):
+            # A user may tune their own notifications, not their extension or phones.
+            forbidden = set(vals) - USER_PREFERENCES
+            if forbidden:
+                raise AccessError(_("Only supervisors can change: %s", ", ".join(sorted(forbidden))))
         if vals.get("did_number"):
             vals["did_number"] = clean_number(vals["did_number"])
         return super().write(vals)

@@ -116,6 +116,9 @@ class TestCallHandlers(AsteriskCase):
         self.assertEqual(summary.author_id, self.bob.partner_id)
         # Users see their own calls only; supervisors see all.
         self.assertIn(call, self.env["asterisk_plus.call"].with_user(self.bob).search([]))
+        call.with_user(self.bob).write({"notes": "<p>wants a quote</p>"})
+        with self.assertRaises(AccessError):
+            call.with_user(self.bob).write({"status": "noanswer"})
         self.assertNotIn(call, self.env["asterisk_plus.call"].with_user(self.alice).search([]))
         self.alice.groups_id = [(4, self.env.ref("asterisk_plus.group_asterisk_supervisor").id)]
         self.assertIn(call, self.env["asterisk_plus.call"].with_user(self.alice).search([]))

@@ -122,3 +122,18 @@ class TestServerAndSecurity(AsteriskCase):
         row.with_context(install_mode=True).write({"condition": "not event['Channel'].startswith('Local/')"})
         self.assertEqual(row.condition, "True")
         self.assertTrue(all(r.delay == 0 for r in Event.search([])), "the default map has no delays")
+
+    def test_users_edit_only_their_preferences(self):
+        pbx_alice = self.make_pbx_user(self.alice, "101", ["PJSIP/101"])
+        pbx_bob = self.make_pbx_user(self.bob, "100", ["PJSIP/100"])
+        mine = pbx_alice.with_user(self.alice)
+        mine.write({"call_popup_is_sticky": True, "open_reference": True})
+        self.assertTrue(pbx_alice.call_popup_is_sticky)
+        with self.assertRaises(AccessError):
+            mine.write({"exten": "100"})
+        with self.assertRaises(AccessError):
+            pbx_bob.with_user(self.alice).write({"missed_calls_notify": False})
+        self.assertEqual(self.env["asterisk_plus.user"].with_user(self.alice).search([]), pbx_alice)
+        self.alice.groups_id = [(4, self.env.ref("asterisk_plus.group_asterisk_supervisor").id)]
+        pbx_bob.with_user(self.alice).write({"dial_timeout": 40})
+        self.assertEqual(pbx_bob.dial_timeout, 40)
