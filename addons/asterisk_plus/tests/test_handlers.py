@@ -1,3 +1,4 @@
+import json
 from datetime import datetime, timezone
 
 from odoo.exceptions import AccessError
@@ -63,6 +64,10 @@ class TestCallHandlers(AsteriskCase):
         self.assertEqual(channel.cause_txt, "Normal Clearing")
         self.assertFalse(channel.is_active)
         self.assertEqual(len(call.events), 3)
+        channel_name = json.dumps([self.env.cr.dbname, "asterisk_plus_actions"], separators=(",", ":"))
+        reloads = self.env["bus.bus"].sudo().search([("channel", "=", channel_name)])
+        self.assertTrue(reloads)
+        self.assertEqual({json.loads(r.message)["payload"]["model"] for r in reloads}, {"asterisk_plus.call"})
 
     def test_05c_unknown_short_caller_is_outgoing_by_length(self):
         events = enrich(ami_events(CALL_05C, names=CHANNEL_EVENTS))
@@ -90,7 +95,7 @@ class TestCallHandlers(AsteriskCase):
     def test_inbound_answered_partner_popup_and_summary(self):
         partner = self.env["res.partner"].create({"name": "Customer GmbH", "phone": "030 901820",
                                                   "country_id": self.germany.id, "is_company": True})
-        self.make_pbx_user(self.bob, "100", ["PJSIP/100"])
+        self.make_pbx_user(self.bob, "100", ["PJSIP/100"]).open_reference = True
         events = self._inbound_events(answered=True)
         self.replay_map(events)
         call = self.call_by_uniqueid("1795627331.19")
@@ -110,6 +115,7 @@ class TestCallHandlers(AsteriskCase):
         self.assertIn("Customer GmbH", popups[0]["message"])
         self.assertIn("+4930901820", popups[0]["number"])
         self.assertFalse(popups[0]["sticky"])
+        self.assertEqual(self.bus_messages(self.bob, "open_record"), [{"model": "res.partner", "res_id": partner.id}])
         summary = partner.message_ids.filtered(lambda m: "Incoming call" in (m.body or ""))
         self.assertEqual(len(summary), 1)
         self.assertIn("answered by Bob", summary.body)
@@ -136,6 +142,7 @@ class TestCallHandlers(AsteriskCase):
         self.assertFalse(call.answered_user)
         notes = self.bus_messages(self.bob, "asterisk_plus_notify")
         self.assertTrue(notes[0]["sticky"], "popup stickiness follows the user's preference")
+        self.assertEqual(self.bus_messages(self.bob, "open_record"), [], "auto-open is off by default")
         missed = [n for n in notes if "Missed call" in n["title"]]
         self.assertEqual(len(missed), 1)
         activity = self.env["mail.activity"].search([("res_model", "=", "asterisk_plus.call"), ("res_id", "=", call.id)])
