@@ -24,6 +24,8 @@ type Options struct {
 	CallsPerSecond float64
 	Attackers      int
 	Seed           int64
+	// TimeScale speeds the simulated clock up (default 1: real time; tests use more).
+	TimeScale float64
 	// Duration stops the demo by itself; 0 runs until ctx ends.
 	Duration time.Duration
 	// Out receives the per-call lines.
@@ -63,6 +65,7 @@ func Run(ctx context.Context, o Options) error {
 		CallsPerSecond: o.CallsPerSecond,
 		Attackers:      o.Attackers,
 		Seed:           o.Seed,
+		TimeScale:      o.TimeScale,
 		Logger:         o.Logger,
 	})
 	if err != nil {

@@ -30,6 +30,9 @@ type Server struct {
 	FailedLoginDelay time.Duration
 	// IgnorePing leaves keepalive Pings unanswered (a hung Asterisk), for watchdog tests.
 	IgnorePing bool
+	// NoEventSession replays for clients that log in with Events: off: replies go out at once and
+	// plain events, with nobody to receive them, are skipped (as Asterisk does).
+	NoEventSession bool
 
 	ln       net.Listener
 	mu       sync.Mutex
@@ -292,11 +295,11 @@ func (s *Server) replay() {
 	for _, m := range s.script {
 		m = m.Clone()
 		s.mu.Lock()
-		for !s.closed && !s.hasEventSession() {
+		idx, answers := s.fixtureActions[m.ActionID()]
+		for !s.closed && !s.NoEventSession && !s.hasEventSession() {
 			s.cond.Wait()
 		}
 		var target *conn
-		idx, answers := s.fixtureActions[m.ActionID()]
 		if answers {
 			for !s.closed && s.bound[idx].conn == nil {
 				s.cond.Wait()

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
+)
+
+const fixtureDir = "../../../shared/fixtures/ami"
+
+// runCLI runs the command tree with args and returns stdout, stderr and the exit code main would use.
+func runCLI(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := newApp(&out, &errOut).run(ctx, args)
+	code := 0
+	if err != nil {
+		code = exitCode(err)
+		errOut.WriteString(err.Error())
+	}
+	return out.String(), errOut.String(), code
+}
+
+// replayEnv starts a fake Asterisk replaying fixture name and points the config at it. With
+// eventsOff the client logs in with Events: off (ami action) and the replay does not wait for it.
+func replayEnv(t *testing.T, name string, eventsOff bool) {
+	t.Helper()
+	read := func(f string) []byte {
+		b, err := os.ReadFile(filepath.Join(fixtureDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	srv, err := amitest.Replay(read(name+".txt"), read(name+".sent.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.NoEventSession = eventsOff
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	host, port, _ := strings.Cut(srv.Addr(), ":")
+	t.Setenv("ODOOPBX_AMI_HOST", host)
+	t.Setenv("ODOOPBX_AMI_PORT", port)
+	t.Setenv("ODOOPBX_AMI_USER", "odoo")
+	t.Setenv("ODOOPBX_AMI_SECRET", "odoo-secret")
+	t.Setenv("ODOOPBX_STATE_DIR", t.TempDir())
+}
+
+func noConfigFile(t *testing.T) string {
+	return "--config=" + filepath.Join(t.TempDir(), "absent.yaml")
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	out, _, code := runCLI(t, context.Background(), "version")
+	if code != 0 || !strings.HasPrefix(out, "odoopbx-agent ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	_, help, code := runCLI(t, context.Background(), "--help")
+	if code != 0 {
+		t.Errorf("--help exit %d", code)
+	}
+	for _, cmd := range []string{"run", "init", "check", "ami", "queue", "bans", "security", "sim", "demo", "version"} {
+		if !strings.Contains(help, "  "+cmd) {
+			t.Errorf("--help does not list %s:\n%s", cmd, help)
+		}
+	}
+	_, _, code = runCLI(t, context.Background(), "nonsense")
+	if code != 2 {
+		t.Errorf("unknown command exit %d, want 2", code)
+	}
+}
+
+func TestAMIActionPrintsEveryMessageAsJSON(t *testing.T) {
+	replayEnv(t, "04c-action-coreshowchannels-status", true)
+	out, errOut, code := runCLI(t, context.Background(), noConfigFile(t), "ami", "action", `{"Action":"CoreShowChannels"}`)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want response, 2 items, Complete:\n%s", len(lines), out)
+	}
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[3]), &last); err != nil || last["Event"] != "CoreShowChannelsComplete" {
+		t.Errorf("last line %s (%v)", lines[3], err)
+	}
+}
+
+func TestAMIActionErrorExitsNonZero(t *testing.T) {
+	replayEnv(t, "04a-actions-ping-coresettings-corestatus", true)
+	ctx := context.Background()
+	for _, a := range []string{`{"Action":"Ping"}`, `{"Action":"CoreSettings"}`, `{"Action":"CoreStatus"}`, `{"Action":"Events","EventMask":"off"}`} {
+		if _, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", a); code != 0 {
+			t.Fatalf("%s: exit %d %s", a, code, errOut)
+		}
+	}
+	out, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"NoSuchAction"}`)
+	if code != 1 || !strings.Contains(errOut, "Invalid/unknown command: NoSuchAction") || !strings.Contains(out, `"Response":"Error"`) {
+		t.Errorf("exit %d, out %q, err %q", code, out, errOut)
+	}
+	if _, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"Ping","X":"a\r\nAction: Command"}`); code == 0 || !strings.Contains(errOut, "CR or LF") {
+		t.Errorf("injection: exit %d %s", code, errOut)
+	}
+}
+
+func TestAMITailJSON(t *testing.T) {
+	replayEnv(t, "05c-sip-call-101-to-ext-100", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	out, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "tail", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	names := map[string]int{}
+	var hangup map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		names[m["Event"].(string)]++
+		if m["Event"] == "Hangup" {
+			hangup = m
+		}
+	}
+	for _, want := range []string{"Newchannel", "Newstate", "Hangup", "Cdr"} {
+		if names[want] == 0 {
+			t.Errorf("no %s line in ami tail --json:\n%s", want, out)
+		}
+	}
+	if hangup["Channel"] != "PJSIP/101-00000000" || hangup["Cause-txt"] != "Normal Clearing" {
+		t.Errorf("Hangup as JSON: %v", hangup)
+	}
+}
+
+func TestCheckSaysWhatFails(t *testing.T) {
+	t.Setenv("ODOOPBX_AMI_HOST", "127.0.0.1")
+	t.Setenv("ODOOPBX_AMI_PORT", "1") // nothing listens there
+	t.Setenv("ODOOPBX_AMI_SECRET", "x")
+	t.Setenv("ODOOPBX_STATE_DIR", t.TempDir())
+	out, _, code := runCLI(t, context.Background(), noConfigFile(t), "check")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{"OK   config", "OK   state_dir", "FAIL ami", "FAIL odoo", "ODOOPBX_ODOO_URL"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Setenv("ODOOPBX_AMI_PORT", "not-a-port")
+	out, _, code = runCLI(t, context.Background(), noConfigFile(t), "check")
+	if code != 1 || !strings.Contains(out, "FAIL config") || !strings.Contains(out, "ODOOPBX_AMI_PORT") {
+		t.Errorf("bad config: exit %d\n%s", code, out)
+	}
+}
