@@ -301,7 +301,7 @@ func (c *Client) SetEventMask(ctx context.Context, mask string) error {
 	if !changed || s == nil {
 		return nil
 	}
-	_, err := c.roundTrip(ctx, s, NewMessage("Action", "Events", "EventMask", mask), false)
+	_, err := c.roundTrip(ctx, s, NewMessage("Action", "Events", "EventMask", mask), &pending{})
 	return err
 }
 
@@ -595,7 +595,7 @@ func (c *Client) pingLoop(s *session) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PingTimeout)
-		_, err := c.roundTrip(ctx, s, NewMessage("Action", "Ping"), false)
+		_, err := c.roundTrip(ctx, s, NewMessage("Action", "Ping"), &pending{})
 		cancel()
 		if err != nil {
 			s.kill(fmt.Errorf("ami: no answer to Ping within %s", c.cfg.PingTimeout))
@@ -613,9 +613,10 @@ func (c *Client) route(s *session, m *Message) {
 		return
 	}
 	consumed := false
+	var p *pending
 	if len(id) > len(c.prefix) && id[:len(c.prefix)] == c.prefix {
 		c.mu.Lock()
-		p := c.pending[id]
+		p = c.pending[id]
 		c.mu.Unlock()
 		if p != nil {
 			consumed = p.deliver(m)
@@ -634,6 +635,9 @@ func (c *Client) route(s *session, m *Message) {
 	}
 	if s.role != roleEvents {
 		return
+	}
+	if consumed {
+		m = p.forwardCopy(m)
 	}
 	c.eventsReceived.Add(1)
 	select {
@@ -679,7 +683,12 @@ func (c *Client) Do(ctx context.Context, action *Message) ([]*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := c.roundTrip(ctx, s, a, strings.EqualFold(a.Get("Action"), "Originate"))
+	p := &pending{
+		origID:    origID,
+		originate: strings.EqualFold(a.Get("Action"), "Originate"),
+		channelID: a.Get("ChannelId"),
+	}
+	msgs, err := c.roundTrip(ctx, s, a, p)
 	if err != nil {
 		return nil, err
 	}
@@ -756,14 +765,15 @@ func (c *Client) waitSession(ctx context.Context, r role) (*session, error) {
 	}
 }
 
-// roundTrip sends a prepared action on s and waits for its whole reply.
-func (c *Client) roundTrip(ctx context.Context, s *session, a *Message, originate bool) ([]*Message, error) {
+// roundTrip sends a prepared action on s and waits for its whole reply; p says what to wait for.
+func (c *Client) roundTrip(ctx context.Context, s *session, a *Message, p *pending) ([]*Message, error) {
 	id := a.ActionID()
 	if id == "" {
 		id = c.nextID(s.role)
 		a.Set("ActionID", id)
 	}
-	p := &pending{sess: s, originate: originate, responded: make(chan struct{}), done: make(chan struct{})}
+	p.sess, p.responded, p.done = s, make(chan struct{}), make(chan struct{})
+	originate := p.originate
 	c.mu.Lock()
 	c.pending[id] = p
 	c.mu.Unlock()
@@ -852,6 +862,9 @@ func (c *Client) awaitOriginateResponse(ctx context.Context, p *pending, a *Mess
 type pending struct {
 	sess      *session
 	originate bool
+	// origID is the caller's ActionID and channelID the Originate's ChannelId: the forwarded copy
+	// of a broadcast reply carries them, so the events map sees what the caller knows.
+	origID, channelID string
 
 	mu        sync.Mutex
 	resp      *Message
@@ -863,6 +876,23 @@ type pending struct {
 	lost      bool
 	responded chan struct{} // closed at the response
 	done      chan struct{}
+}
+
+// forwardCopy is the broadcast reply as the events map should see it: with the caller's ActionID
+// (not the client's wire one) and, for an Originate, its ChannelId, which a failed OriginateResponse
+// otherwise lacks (Uniqueid: <unknown>).
+func (p *pending) forwardCopy(m *Message) *Message {
+	if p.origID == "" && p.channelID == "" {
+		return m
+	}
+	m = m.Clone()
+	if p.origID != "" {
+		m.Set("ActionID", p.origID)
+	}
+	if p.channelID != "" && !m.Has("ChannelId") {
+		m.Add("ChannelId", p.channelID)
+	}
+	return m
 }
 
 func (p *pending) response() *Message {

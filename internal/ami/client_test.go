@@ -220,6 +220,36 @@ func TestOriginateCorrelatedWithItsOriginateResponse(t *testing.T) {
 			t.Errorf("no %s event forwarded", want)
 		}
 	}
+	for _, e := range events {
+		if e.Event() == "OriginateResponse" && e.ActionID() != "odoo-42" {
+			t.Errorf("the forwarded OriginateResponse carries ActionID %q, want the caller's odoo-42", e.ActionID())
+		}
+	}
+}
+
+func TestForwardedOriginateResponseCarriesTheChannelId(t *testing.T) {
+	srv := replay(t, "04d-action-originate-variants")
+	c := start(t, testConfig(srv.Addr()))
+	do(t, c, "Action", "Originate", "Channel", "Local/700@test", "Application", "Wait", "Data", "1", "ChannelId", "odoo-11111111-aaaa", "OtherChannelId", "odoo-11111111-bbbb")
+	fail := do(t, c, "Action", "Originate", "ActionID", "job-7", "Channel", "Local/999@test", "Context", "test", "Exten", "100", "Priority", "1", "ChannelId", "call-uuid-7")
+	if fail[1].Get("Uniqueid") != "<unknown>" {
+		t.Fatalf("want the failed variant: %s", fail[1])
+	}
+	var forwarded []*ami.Message
+	for _, e := range drain(c, 300*time.Millisecond) {
+		if e.Event() == "OriginateResponse" {
+			forwarded = append(forwarded, e)
+		}
+	}
+	if len(forwarded) < 2 {
+		t.Fatalf("%d OriginateResponse events forwarded", len(forwarded))
+	}
+	if forwarded[0].Get("ChannelId") != "odoo-11111111-aaaa" {
+		t.Errorf("first: ChannelId %q", forwarded[0].Get("ChannelId"))
+	}
+	if forwarded[1].Get("ChannelId") != "call-uuid-7" || forwarded[1].ActionID() != "job-7" {
+		t.Errorf("failed originate forwarded as %s", forwarded[1])
+	}
 }
 
 func TestOriginateVariants(t *testing.T) {
