@@ -2,7 +2,7 @@
 #
 #   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t odoopbx-agent .
 #
-# Run it on the Asterisk host's network (AMI and FastAGI are on loopback), with the config, the state
+# Run it on the Asterisk host's network (AMI is on loopback), with the config, the state
 # and the recordings mounted, as the host's asterisk user so file ownership matches:
 #
 #   docker run -d --name odoopbx-agent --network host \
@@ -43,8 +43,8 @@ RUN apt-get update \
 COPY --from=build /out/odoopbx-agent /usr/bin/odoopbx-agent
 USER asterisk
 VOLUME ["/var/lib/odoopbx-agent"]
-# 48000 job API (Odoo -> agent), 48001 web CLI (off by default), 44574 FastAGI (loopback by
-# default), 48002 metrics (off by default). With --network host these are the host's ports.
-EXPOSE 48000 48001
+# 48000 job API (Odoo -> agent), 48002 status page and metrics (off by default, loopback).
+# With --network host these are the host's ports.
+EXPOSE 48000
 ENTRYPOINT ["/usr/bin/odoopbx-agent"]
 CMD ["run", "--config", "/etc/odoopbx/agent.yaml"]

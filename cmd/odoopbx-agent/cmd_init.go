@@ -48,7 +48,7 @@ func (a *app) initCmd() *command {
 			fs.StringVar(&opts.CAFile, "ca-file", "", "PEM file of a private CA that signs Odoo's certificate")
 			fs.BoolVar(&opts.Insecure, "insecure", false, "do not verify Odoo's TLS certificate (not recommended)")
 			fs.BoolVar(&opts.AMIWriteCommand, "ami-write-command", false, "give the AMI user the command write class (CLI commands over AMI)")
-			fs.BoolVar(&opts.EnableConsole, "enable-console", false, "turn the web CLI on (console.enabled)")
+			fs.BoolVar(&opts.EnableConsole, "enable-console", false, "write console.enabled: yes for the web CLI (planned; not in this release)")
 			fs.BoolVar(&opts.EnableConfSync, "enable-conf-sync", false, "allow Odoo to read and write Asterisk's config files (conf.*_enabled)")
 			fs.BoolVar(&opts.Force, "force", false, "rewrite an existing AMI user file")
 			fs.BoolVar(&opts.DryRun, "dry-run", false, "show what init would write and run, and change nothing")

@@ -110,14 +110,16 @@ class AsteriskPlusController(http.Controller):
         try:
             with _db_env(db) as env:
                 server = env["asterisk_plus.server"]._check_security_token(token)
+                # Empty bodies: CURL() hands any body to the dialplan, so a refusal must not
+                # become a caller name there.
                 if not server:
-                    return _text("forbidden", 403)
+                    return _text("", 403)
                 permit = env["asterisk_plus.settings"].get_settings().permit_ip_addresses
                 if permit and not self._ip_permitted(request.httprequest.remote_addr, permit):
-                    return _text("forbidden", 403)
+                    return _text("", 403)
                 return handler(env, server)
         except NotFound:
-            return _text("unknown db", 404)
+            return _text("", 404)
 
     @staticmethod
     def _ip_permitted(remote_addr, permit):
