@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
-
-const fixtureDir = "../../../shared/fixtures/ami"
 
 // runCLI runs the command tree with args and returns stdout, stderr and the exit code main would use.
 func runCLI(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
@@ -32,13 +29,7 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) (string, string, 
 // eventsOff the client logs in with Events: off (ami action) and the replay does not wait for it.
 func replayEnv(t *testing.T, name string, eventsOff bool) {
 	t.Helper()
-	read := func(f string) []byte {
-		b, err := os.ReadFile(filepath.Join(fixtureDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(f string) []byte { return amitest.ReadFixture(t, f) }
 	srv, err := amitest.Replay(read(name+".txt"), read(name+".sent.txt"))
 	if err != nil {
 		t.Fatal(err)

@@ -2,30 +2,17 @@ package admin
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
 
 // replayFixture feeds a recorded transcript to the recorder, calling at after each event.
 func replayFixture(t *testing.T, name string, r *Recorder, at func(i int, m *ami.Message)) {
 	t.Helper()
-	raw, err := os.ReadFile("/work/shared/fixtures/ami/" + name)
-	if err != nil {
-		t.Skip("AMI fixtures not on this machine")
-	}
-	rd := ami.NewReader(strings.NewReader(string(raw)))
-	if _, err := rd.ReadBanner(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		m, err := rd.ReadMessage()
-		if err != nil {
-			return
-		}
+	for i, m := range amitest.FixtureMessages(t, name) {
 		r.Observe(m)
 		if at != nil {
 			at(i, m)

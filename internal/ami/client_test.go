@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,15 +13,9 @@ import (
 	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
 
-const fixtureDir = "../../../shared/fixtures/ami"
-
 func fixture(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return amitest.ReadFixture(t, name)
 }
 
 // replay starts a fake Asterisk replaying fixture NAME.txt against NAME.sent.txt.

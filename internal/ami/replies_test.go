@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +17,8 @@ import (
 // compares the reply with what Asterisk answered: the same messages, in order, with the same
 // headers (the ActionID aside, which the client owns on the wire and restores).
 func TestEveryRecordedActionReply(t *testing.T) {
-	sentFiles, err := filepath.Glob(filepath.Join(fixtureDir, "*.sent.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sentPath := range sentFiles {
-		name := strings.TrimSuffix(filepath.Base(sentPath), ".sent.txt")
+	for _, sentFile := range amitest.FixtureNames(t, "*.sent.txt") {
+		name := strings.TrimSuffix(sentFile, ".sent.txt")
 		if strings.HasPrefix(name, "03") {
 			continue // failed logins and actions before login: covered by the login tests
 		}

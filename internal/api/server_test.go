@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odoopbx/odoopbx/internal/config"
@@ -26,7 +28,7 @@ import (
 	"github.com/odoopbx/odoopbx/internal/tlsutil"
 )
 
-const fixtureDir = "../../../shared/fixtures/ami"
+var fixtureDir, _ = amitest.FixtureDir()
 
 // recEnqueuer records what the server hands to the delivery spool.
 type recEnqueuer struct {

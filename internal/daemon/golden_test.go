@@ -23,8 +23,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-const fixtureDir = "../../../shared/fixtures/ami"
-
 // goldenCases are recorded calls: AMI bytes in, the execute_kw calls Odoo must see out.
 var goldenCases = []string{
 	"05c-sip-call-101-to-ext-100",
@@ -51,13 +49,7 @@ func TestGoldenSurvivesOdooOutage(t *testing.T) {
 
 func runGolden(t *testing.T, name string, outage bool) string {
 	t.Helper()
-	read := func(f string) []byte {
-		b, err := os.ReadFile(filepath.Join(fixtureDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(f string) []byte { return amitest.ReadFixture(t, f) }
 	pbx, err := amitest.Replay(read(name+".txt"), read(name+".sent.txt"))
 	if err != nil {
 		t.Fatal(err)

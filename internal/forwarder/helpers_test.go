@@ -3,56 +3,20 @@ package forwarder
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 	"github.com/odoopbx/odoopbx/internal/delivery"
 	"github.com/odoopbx/odoopbx/internal/eventmap"
 )
 
-// fixtureDir holds the recorded AMI transcripts; the shared/ folder sits beside the repository.
-const fixtureDir = "../../../shared/fixtures/ami"
-
-// fixtureMessages parses the server-to-client transcript whose name starts with prefix.
+// fixtureMessages parses the recorded server-to-client transcript whose name starts with prefix.
 func fixtureMessages(t testing.TB, prefix string) []*ami.Message {
 	t.Helper()
-	all, _ := filepath.Glob(filepath.Join(fixtureDir, prefix+"*.txt"))
-	var paths []string
-	for _, p := range all {
-		if !strings.Contains(filepath.Base(p), ".sent.") && !strings.Contains(filepath.Base(p), ".client.") {
-			paths = append(paths, p)
-		}
-	}
-	if len(paths) != 1 {
-		t.Fatalf("want one fixture for %s in %s, found %d: the shared/ folder must sit beside the repository", prefix, fixtureDir, len(paths))
-	}
-	f, err := os.Open(paths[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r := ami.NewReader(f)
-	if _, err := r.ReadBanner(); err != nil {
-		t.Fatal(err)
-	}
-	var out []*ami.Message
-	for {
-		m, err := r.ReadMessage()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", prefix, err)
-		}
-		out = append(out, m)
-	}
+	return amitest.FixtureByPrefix(t, prefix)
 }
 
 func fixtureEvents(t testing.TB, prefix string) []*ami.Message {

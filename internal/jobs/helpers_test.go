@@ -9,13 +9,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
+
 	"github.com/odoopbx/odoopbx/internal/ami"
 	"github.com/odoopbx/odoopbx/internal/config"
 	"github.com/odoopbx/odoopbx/internal/jobs/jobstest"
 )
 
 // fixtureDir is the recorded Asterisk 22.10.1 traffic shipped beside the repository.
-const fixtureDir = "../../../shared/fixtures/ami"
+var fixtureDir = mustFixtureDir()
+
+func mustFixtureDir() string {
+	dir, err := amitest.FixtureDir()
+	if err != nil {
+		panic(err)
+	}
+	return dir
+}
 
 // fixtureAction returns the Odoo-side action dict for a recorded action: its headers in order,
 // ActionID left out (Odoo rarely sends one), repeated headers as a list.

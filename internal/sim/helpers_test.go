@@ -8,13 +8,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
 
 var testStart = time.Date(2026, 11, 25, 17, 19, 10, 0, time.UTC)
@@ -159,34 +158,16 @@ func names(m *ami.Message) []string {
 	return out
 }
 
-const fixtureDir = "/work/shared/fixtures/ami"
-
 // fixtureShapes reads every recorded transcript and returns, per event name, the distinct header
-// name sequences Asterisk sent. It skips the test when the fixtures are not on this machine.
+// name sequences Asterisk sent.
 func fixtureShapes(t testing.TB) map[string][]string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(fixtureDir, "*.txt"))
-	if len(files) == 0 {
-		t.Skip("AMI fixtures not found in " + fixtureDir)
-	}
 	shapes := map[string][]string{}
-	for _, f := range files {
+	for _, f := range amitest.FixtureNames(t, "*.txt") {
 		if strings.HasSuffix(f, ".sent.txt") {
 			continue
 		}
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := ami.NewReader(strings.NewReader(string(raw)))
-		if _, err := r.ReadBanner(); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for {
-			m, err := r.ReadMessage()
-			if err != nil {
-				break
-			}
+		for _, m := range amitest.FixtureMessages(t, f) {
 			if m.Kind() != ami.KindEvent {
 				continue
 			}

@@ -9,9 +9,7 @@ import (
 	"bufio"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -77,7 +75,7 @@ func Replay(serverBytes, sentBytes []byte) (*Server, error) {
 		claimed:        map[int]bool{},
 	}
 	s.cond = sync.NewCond(&s.mu)
-	sent, err := readAll(sentBytes, false)
+	sent, err := Transcript(sentBytes)
 	if err != nil {
 		return nil, fmt.Errorf("amitest: sent transcript: %w", err)
 	}
@@ -91,7 +89,7 @@ func Replay(serverBytes, sentBytes []byte) (*Server, error) {
 		s.fixtureActions[a.ActionID()] = len(s.fixtureNames)
 		s.fixtureNames = append(s.fixtureNames, name)
 	}
-	msgs, err := readAll(serverBytes, true)
+	msgs, err := Transcript(serverBytes)
 	if err != nil {
 		return nil, fmt.Errorf("amitest: server transcript: %w", err)
 	}
@@ -343,7 +341,7 @@ func (s *Server) Finished() bool {
 // Actions returns the transcript's client actions other than Login, Challenge and Logoff, in
 // order: what a test has the client send so the replay can go on.
 func Actions(sentBytes []byte) ([]*ami.Message, error) {
-	sent, err := readAll(sentBytes, false)
+	sent, err := Transcript(sentBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -370,24 +368,4 @@ func (s *Server) hasEventSession() bool {
 func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
-}
-
-func readAll(b []byte, banner bool) ([]*ami.Message, error) {
-	r := ami.NewReader(strings.NewReader(string(b)))
-	if banner {
-		if _, err := r.ReadBanner(); err != nil {
-			return nil, err
-		}
-	}
-	var out []*ami.Message
-	for {
-		m, err := r.ReadMessage()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
 }

@@ -15,30 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
+
 	"github.com/odoopbx/odoopbx/internal/ami"
 )
 
 // Transcript parses a recorded AMI byte stream (a fixture's .txt or .sent.txt) with the agent's
-// own reader. A banner line, if present, is dropped.
-func Transcript(data []byte) ([]*ami.Message, error) {
-	r := ami.NewReader(strings.NewReader(string(data)))
-	if strings.HasPrefix(string(data), "Asterisk Call Manager/") {
-		if _, err := r.ReadBanner(); err != nil {
-			return nil, err
-		}
-	}
-	var out []*ami.Message
-	for {
-		m, err := r.ReadMessage()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-}
+// own reader.
+func Transcript(data []byte) ([]*ami.Message, error) { return amitest.Transcript(data) }
 
 type recorded struct {
 	action  *ami.Message
