@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/odoopbx/odoopbx/internal/admin"
 	"github.com/odoopbx/odoopbx/internal/config"
 	"github.com/odoopbx/odoopbx/internal/control"
 	"github.com/odoopbx/odoopbx/internal/delivery"
@@ -123,9 +124,9 @@ func (a *app) queueStatus(ctx context.Context) error {
 	fmt.Fprintf(w, "pending:  %d items in %d lanes\n", st.Pending, st.Lanes)
 	fmt.Fprintf(w, "dead:     %d\n", st.Dead)
 	if st.MaxBytes > 0 {
-		fmt.Fprintf(w, "bytes:    %s of %s\n", humanBytes(st.Bytes), humanBytes(st.MaxBytes))
+		fmt.Fprintf(w, "bytes:    %s of %s\n", admin.FormatBytes(st.Bytes), admin.FormatBytes(st.MaxBytes))
 	} else {
-		fmt.Fprintf(w, "bytes:    %s\n", humanBytes(st.Bytes))
+		fmt.Fprintf(w, "bytes:    %s\n", admin.FormatBytes(st.Bytes))
 	}
 	if online {
 		state := st.Odoo
@@ -235,19 +236,6 @@ func (a *app) queueDrop(ctx context.Context, id string) error {
 	}
 	fmt.Fprintf(a.stdout, "dropped %s\n", id)
 	return nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func oneLine(s string, max int) string {

@@ -19,7 +19,7 @@ var pageTemplate = template.Must(template.New("admin").Funcs(template.FuncMap{
 	"since":  func(now, t time.Time) string { return formatDuration(now.Sub(t)) },
 	"ago":    func(now, t time.Time) string { return coarseDuration(now.Sub(t)) },
 	"tone":   tone,
-	"bytes":  formatBytes,
+	"bytes":  FormatBytes,
 	"detail": formatDetail,
 	"host":   displayURL,
 	"or": func(v, def string) string {
@@ -65,7 +65,8 @@ func formatDate(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04")
 }
 
-func formatBytes(n int64) string {
+// FormatBytes writes a size in binary units (1.5 MiB); the CLI uses it too.
+func FormatBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
