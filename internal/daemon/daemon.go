@@ -313,6 +313,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, p := range parts {
 		if err := p.Start(ctx); err != nil {
 			stopAll()
+			if strings.HasPrefix(err.Error(), p.Name()+":") {
+				return err // the part already says who it is
+			}
 			return fmt.Errorf("%s: %w", p.Name(), err)
 		}
 		running = append(running, p)
@@ -336,7 +339,13 @@ func names(parts []agent.Component) []string {
 func (a *Agent) Health() map[string]agent.Health {
 	out := map[string]agent.Health{}
 	for _, p := range append(append([]agent.Component(nil), a.parts...), a.extra...) {
-		out[p.Name()] = p.Health()
+		h := p.Health()
+		// A firewall left out on purpose (demo, tests) is not a fault: bans are still counted,
+		// logged and listed. Without NoFirewall, a dry run means nftables is missing: degraded.
+		if p == agent.Component(a.Security) && a.opts.NoFirewall {
+			h.OK = true
+		}
+		out[p.Name()] = h
 	}
 	return out
 }
