@@ -154,3 +154,43 @@ func TestCheckSaysWhatFails(t *testing.T) {
 		t.Errorf("bad config: exit %d\n%s", code, out)
 	}
 }
+
+func TestAMIActionFailuresExitNonZeroWithTheReason(t *testing.T) {
+	replayEnv(t, "04d-action-originate-variants", false)
+	ctx := context.Background()
+	// The transcript's first Originate succeeds; the second (no such extension) fails with Reason 0.
+	if _, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"Originate","Channel":"Local/700@test","Application":"Wait","Data":"1"}`); code != 0 {
+		t.Fatalf("answered originate: exit %d %s", code, errOut)
+	}
+	out, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"Originate","Channel":"Local/999@test","Context":"test","Exten":"100","Priority":"1"}`)
+	if code != 1 || !strings.Contains(errOut, "Reason 0") || !strings.Contains(out, `"Response":"Failure"`) {
+		t.Errorf("failed originate: exit %d, out %q, err %q", code, out, errOut)
+	}
+}
+
+func TestAMIActionFailedCLICommandShowsItsOutput(t *testing.T) {
+	replayEnv(t, "04b-action-command", true)
+	ctx := context.Background()
+	for _, cmd := range []string{"core show version", "core show uptime", "pjsip show endpoints"} {
+		if _, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"Command","Command":"`+cmd+`"}`); code != 0 {
+			t.Fatalf("%s: exit %d %s", cmd, code, errOut)
+		}
+	}
+	_, errOut, code := runCLI(t, ctx, noConfigFile(t), "ami", "action", `{"Action":"Command","Command":"no such thing"}`)
+	if code != 1 || !strings.Contains(errOut, "No such command") {
+		t.Errorf("exit %d, err %q", code, errOut)
+	}
+}
+
+func TestAMIActionStopsAtARefusedLogin(t *testing.T) {
+	replayEnv(t, "01-login-fullybooted", true)
+	t.Setenv("ODOOPBX_AMI_SECRET", "wrong")
+	start := time.Now()
+	_, errOut, code := runCLI(t, context.Background(), noConfigFile(t), "ami", "action", "--timeout=20s", `{"Action":"Ping"}`)
+	if code != 1 || !strings.Contains(errOut, "refused the login") {
+		t.Errorf("exit %d, err %q", code, errOut)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("took %s: a refused login must end the command, not retry until --timeout", time.Since(start))
+	}
+}

@@ -92,6 +92,42 @@ func (a *app) amiTailCmd() *command {
 	}
 }
 
+// failureOf says why a reply message is a failure, or "": an error response (with the CLI's own
+// output when a Command failed, since its Message only says "Command output follows") or a failed
+// OriginateResponse.
+func failureOf(m *ami.Message) string {
+	switch {
+	case m.IsError():
+		msg := m.Get("Message")
+		if out := m.Get("content"); out != "" {
+			msg = out
+		}
+		return "Asterisk answered Error: " + msg
+	case strings.EqualFold(m.Event(), "OriginateResponse") && strings.EqualFold(m.Get("Response"), "Failure"):
+		return fmt.Sprintf("the call was not placed: OriginateResponse Failure, Reason %s (%s)", m.Get("Reason"), originateReason(m.Get("Reason")))
+	}
+	return ""
+}
+
+// originateReason explains Asterisk's OriginateResponse Reason codes (contract §2.10).
+func originateReason(code string) string {
+	switch code {
+	case "0":
+		return "no such extension, or the channel could not be reached"
+	case "1":
+		return "hung up"
+	case "3":
+		return "no answer before Timeout"
+	case "4":
+		return "answered"
+	case "5":
+		return "busy"
+	case "8":
+		return "congestion"
+	}
+	return "unknown reason"
+}
+
 func (a *app) amiActionCmd() *command {
 	var timeout time.Duration
 	return &command{
@@ -138,7 +174,24 @@ func (a *app) amiActionCmd() *command {
 			defer func() { cancel(); <-done }()
 			actx, acancel := context.WithTimeout(ctx, timeout)
 			defer acancel()
+			// A refused login is final for a one-shot command: retrying only raises more security
+			// events on the PBX.
+			refused := make(chan struct{})
+			go func() {
+				for st := range c.Watch(actx) {
+					if st == ami.StateAuthFailed {
+						close(refused)
+						acancel()
+						return
+					}
+				}
+			}()
 			msgs, err := c.Do(actx, action)
+			select {
+			case <-refused:
+				return fmt.Errorf("%s refused the login of %s: check ami.user, ami.secret and the user's permit/deny in manager.conf", cfg.AMI.Address(), cfg.AMI.User)
+			default:
+			}
 			if errors.Is(err, ami.ErrNotConnected) {
 				return fmt.Errorf("%w to %s within %s (see the log above; `odoopbx-agent check` tests the login)", err, cfg.AMI.Address(), timeout)
 			}
@@ -152,12 +205,12 @@ func (a *app) amiActionCmd() *command {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "%s\n", b)
-				if m.IsError() && failure == "" {
-					failure = m.Get("Message")
+				if failure == "" {
+					failure = failureOf(m)
 				}
 			}
 			if failure != "" {
-				return fmt.Errorf("Asterisk answered Error: %s", failure)
+				return errors.New(failure)
 			}
 			return nil
 		},

@@ -249,7 +249,7 @@ func (c *Client) stateLocked() State {
 }
 
 // Watch returns a channel that receives the combined state whenever it changes (the latest value
-// wins if the reader is slow), until ctx is done.
+// wins if the reader is slow); it is closed when ctx is done, so a range over it ends.
 func (c *Client) Watch(ctx context.Context) <-chan State {
 	ch := make(chan State, 1)
 	c.mu.Lock()
@@ -260,6 +260,7 @@ func (c *Client) Watch(ctx context.Context) <-chan State {
 		<-ctx.Done()
 		c.mu.Lock()
 		delete(c.watchers, ch)
+		close(ch) // under c.mu, so setState never sends on it afterwards
 		c.mu.Unlock()
 	}()
 	return ch

@@ -219,12 +219,18 @@ func (s *Server) serve(c *conn) {
 			}
 			c.authed = true
 			c.events = !strings.EqualFold(a.Get("Events"), "off")
-			reply("Success", "Message", "Authentication accepted")
+			// Count the login before answering it, so a client that sees itself connected also
+			// sees the count; the write lock keeps replayed events behind the answer, as Asterisk
+			// sends nothing to a session before its login response.
+			c.wmu.Lock()
 			s.mu.Lock()
 			s.logins++
 			s.sessions = append(s.sessions, c)
 			s.cond.Broadcast()
 			s.mu.Unlock()
+			c.w.Write(ami.NewMessage("Response", "Success", "ActionID", id, "Message", "Authentication accepted").AppendWire(nil))
+			c.w.Flush()
+			c.wmu.Unlock()
 		case !c.authed:
 			reply("Error", "Message", "Permission denied")
 		case name == "logoff":
