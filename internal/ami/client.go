@@ -582,6 +582,7 @@ func (c *Client) serve(ctx context.Context, s *session) error {
 			s.kill(fmt.Errorf("ami: read: %w", err))
 			return s.deadErr
 		}
+		m.Received = time.Now()
 		c.route(s, m)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+	"time"
 )
 
 // Header is one "Name: Value" line of an AMI message, with the name spelled as Asterisk sent it.
@@ -19,6 +20,9 @@ type Header struct {
 // repetition (Output, Variable, ChanVariable), because Asterisk gives order meaning.
 type Message struct {
 	Headers []Header
+	// Received is when the client read the message off the socket (zero for messages built
+	// locally); it is the event's receive time for EventTime and delays.
+	Received time.Time
 }
 
 // Kind tells events, responses and protocol errors apart (contract §2.2).
@@ -179,7 +183,7 @@ func (m *Message) Clone() *Message {
 	if m == nil {
 		return nil
 	}
-	return &Message{Headers: append([]Header(nil), m.Headers...)}
+	return &Message{Headers: append([]Header(nil), m.Headers...), Received: m.Received}
 }
 
 // Map turns the message into the JSON shape given to Odoo and to conditions (contract §2.1): a

@@ -244,8 +244,12 @@ func (f *Forwarder) HandleBatch(ctx context.Context, batch []*ami.Message) {
 	var items []delivery.Item
 	var done []pending
 	for _, msg := range batch {
+		at := now
+		if !msg.Received.IsZero() {
+			at = msg.Received // the AMI client's read time, exact per event
+		}
 		var p pending
-		items, p = f.process(msg, now, items)
+		items, p = f.process(msg, at, items)
 		if p.items > 0 {
 			done = append(done, p)
 		}
@@ -270,8 +274,11 @@ func (f *Forwarder) enqueue(ctx context.Context, items []delivery.Item, done []p
 	for _, p := range done {
 		f.view.setOutcome(p.slot, p.eventID, OutcomeRefused)
 	}
-	f.log.Error("forwarder: the spool refused event deliveries; they are lost",
-		"items", len(items), "events", len(done), "first", items[0].Origin, "first_lane", items[0].Lane, "err", err)
+	msg := "forwarder: the spool refused event deliveries; they are lost"
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "forwarder: the spool did not confirm event deliveries in time; they may be lost"
+	}
+	f.log.Error(msg, "items", len(items), "events", len(done), "first", items[0].Origin, "first_lane", items[0].Lane, "err", err)
 }
 
 // process handles one message received at now and appends its items.

@@ -564,3 +564,25 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// Events read at different moments keep their own receive time even when handled in one batch.
+func TestEventTimeIsTheMessagesReceiveTime(t *testing.T) {
+	clock := &fixedClock{now: epoch}
+	enq := &recordingEnqueuer{}
+	f := newTestForwarder(t, loadMap(t, catchAllRows([]*ami.Message{ami.NewMessage("Event", "Newchannel")})), enq, clock)
+	first := ami.NewMessage("Event", "Newchannel", "Channel", "PJSIP/101-1", "Uniqueid", "1.1", "Linkedid", "1.1")
+	first.Received = epoch.Add(-1500 * time.Millisecond)
+	second := ami.NewMessage("Event", "Newchannel", "Channel", "PJSIP/102-2", "Uniqueid", "2.1", "Linkedid", "2.1")
+	second.Received = epoch.Add(-250 * time.Millisecond)
+	f.HandleBatch(context.Background(), []*ami.Message{first, second})
+	items, _ := enq.snapshot()
+	if len(items) != 2 {
+		t.Fatalf("%d items", len(items))
+	}
+	for i, want := range []time.Time{first.Received, second.Received} {
+		got := argsEvent(t, items[i])["EventTime"].(float64)
+		if d := got - float64(want.UnixNano())/1e9; d > 1e-6 || d < -1e-6 {
+			t.Errorf("item %d: EventTime %f, want %f (the message's receive time, not the batch's)", i, got, float64(want.UnixNano())/1e9)
+		}
+	}
+}
