@@ -28,9 +28,6 @@ func (a *app) runCmd() *command {
 				return err
 			}
 			log := a.logger()
-			if cfg.Odoo.InsecureSkipVerify {
-				log.Warn("odoo: TLS verification is OFF (odoo.insecure_skip_verify); anyone on the path can read the agent's Odoo password")
-			}
 			ag, err := daemon.New(daemon.Options{
 				Config: cfg,
 				Reread: a.loadConfig,

@@ -386,9 +386,7 @@ func (a *Agent) Reload(ctx context.Context) (eventmap.ReloadResult, error) {
 		}
 	}
 	res, err := a.Map.Reload(ctx)
-	if a.Security != nil {
-		a.reconfigureSecurity(ctx) // the local file may have changed even when the map did not
-	}
+	a.applySecurity(ctx) // the local file may have changed even when the map did not
 	res.Errors = append(errs, res.Errors...)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
@@ -406,11 +404,17 @@ func (a *Agent) mapChanged(s *eventmap.Snapshot) {
 			a.log.Warn("agent: could not resubscribe the events session", "err", err)
 		}
 	}
-	if a.Security != nil {
-		a.reconfigureSecurity(ctx)
-		if err := a.applyAccessLists(ctx); err != nil {
-			a.log.Warn("security: access lists from Odoo refused", "err", err)
-		}
+	a.applySecurity(ctx)
+}
+
+// applySecurity brings security up to date with the merged options and Odoo's access lists.
+func (a *Agent) applySecurity(ctx context.Context) {
+	if a.Security == nil {
+		return
+	}
+	a.reconfigureSecurity(ctx)
+	if err := a.applyAccessLists(ctx); err != nil {
+		a.log.Warn("security: access lists from Odoo refused", "err", err)
 	}
 }
 
@@ -446,6 +450,9 @@ func (a *Agent) reconfigureSecurity(ctx context.Context) {
 }
 
 func (a *Agent) applyAccessLists(ctx context.Context) error {
+	if !a.Security.Enabled() {
+		return nil // kept by Odoo; applied when security is switched on (the next map load)
+	}
 	raw := a.Map.AccessLists()
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil

@@ -128,7 +128,9 @@ func (m *Map) publish(s *Snapshot) {
 // Odoo in the background: at once, again with backoff until a fresh map has loaded, then every
 // RefreshEvery. It returns at once.
 func (m *Map) Start(ctx context.Context) error {
-	if err := m.LoadSaved(); err != nil {
+	if m.Current().Source != LoadSourceNone {
+		// The owner already loaded the saved map (to read its options before building the parts).
+	} else if err := m.LoadSaved(); err != nil {
 		m.log.Warn("eventmap: the saved map is not usable; waiting for Odoo", "path", m.cfg.StatePath, "err", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)

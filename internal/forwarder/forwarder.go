@@ -178,6 +178,9 @@ func (f *Forwarder) Stop(ctx context.Context) error {
 }
 
 func (f *Forwarder) run(ctx context.Context) {
+	if !f.waitForMap(ctx) {
+		return
+	}
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
 	batch := make([]*ami.Message, 0, f.cfg.BatchMax)
@@ -198,6 +201,33 @@ func (f *Forwarder) run(ctx context.Context) {
 			f.HandleBatch(ctx, batch)
 		}
 	}
+}
+
+// waitForMap holds forwarding until a first events map is known (from disk or Odoo): on the very
+// first start there is none yet, and an event handled now would find no handler and be lost. The
+// events wait in the AMI client's bounded queue meanwhile. It reports false if ctx ended first.
+func (f *Forwarder) waitForMap(ctx context.Context) bool {
+	if f.mapLoaded() {
+		return true
+	}
+	f.log.Info("forwarder: waiting for the first events map from Odoo; events queue meanwhile")
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if f.mapLoaded() {
+				return true
+			}
+		}
+	}
+}
+
+func (f *Forwarder) mapLoaded() bool {
+	s := f.cfg.Map.Current()
+	return s != nil && s.Source != eventmap.LoadSourceNone
 }
 
 // fill takes what else is already queued, up to BatchMax, without waiting.

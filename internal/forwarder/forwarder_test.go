@@ -15,6 +15,7 @@ import (
 
 	"github.com/odoopbx/odoopbx/internal/ami"
 	"github.com/odoopbx/odoopbx/internal/delivery"
+	"github.com/odoopbx/odoopbx/internal/eventmap"
 )
 
 // catchAllRows returns one always-true row per distinct event name of msgs, so every event
@@ -584,5 +585,47 @@ func TestEventTimeIsTheMessagesReceiveTime(t *testing.T) {
 		if d := got - float64(want.UnixNano())/1e9; d > 1e-6 || d < -1e-6 {
 			t.Errorf("item %d: EventTime %f, want %f (the message's receive time, not the batch's)", i, got, float64(want.UnixNano())/1e9)
 		}
+	}
+}
+
+// On the very first start no map is known yet: events wait for it instead of finding no handler.
+func TestEventsWaitForTheFirstMap(t *testing.T) {
+	newchannel := ami.NewMessage("Event", "Newchannel", "Channel", "PJSIP/101-1", "Uniqueid", "1.1", "Linkedid", "1.1")
+	m, err := eventmap.New(eventmap.Config{
+		Odoo:         staticOdoo{body: `{"api_version": 1, "events_map": ` + catchAllRows([]*ami.Message{newchannel}) + `}`},
+		RefreshEvery: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *ami.Message, 1)
+	enq := &recordingEnqueuer{}
+	f, err := New(Config{Map: m, Enqueuer: enq, SystemName: "pbx1", Events: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop(context.Background())
+	events <- newchannel
+	time.Sleep(300 * time.Millisecond)
+	if items, _ := enq.snapshot(); len(items) != 0 {
+		t.Fatalf("%d items before any map was known", len(items))
+	}
+	if _, err := m.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if items, _ := enq.snapshot(); len(items) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the event that arrived before the map was never delivered")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -21,7 +21,7 @@ import (
 //
 // If the listing fails, no snapshot is sent: an empty list would close every call in Odoo.
 func (f *Forwarder) OnEventsConnected(ctx context.Context, gap time.Duration) {
-	if f.cfg.AMI == nil {
+	if f.cfg.AMI == nil || !f.waitForMap(ctx) {
 		return
 	}
 	sent := f.cfg.Now()

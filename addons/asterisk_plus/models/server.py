@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import uuid
 import warnings
 from datetime import timedelta
@@ -446,6 +447,11 @@ class Server(models.Model):
             action = channel._originate_action(
                 exten, call_uid, other_uid, record_name, settings, dtmf=dtmf,
             )
+            # The agent forwards the call's first events (Newchannel of this ChannelId) while this
+            # request may still be open: the rows must be committed before the job goes out, or
+            # the handler cannot see them and trips on the unique Uniqueid. Tests run in one
+            # transaction and never commit.
+            self._commit_unless_testing()
             try:
                 server.local_job(
                     "asterisk.manager_action", args=[action],
@@ -454,11 +460,17 @@ class Server(models.Model):
                     job_id=call_uid,
                 )
             except UserError:
+                # Keep the attempt in the history as failed (contract §9.3), then tell the user.
                 chan.write({"is_active": False, "cause_txt": "agent unreachable"})
                 call.write({"is_active": False, "status": "failed", "ended": fields.Datetime.now()})
+                self._commit_unless_testing()
                 raise
             sent.append(call_uid)
         return sent
+
+    def _commit_unless_testing(self):
+        if not getattr(threading.current_thread(), "testing", False):
+            self.env.cr.commit()
 
     @api.model
     def _originate_record(self, model, res_id):
