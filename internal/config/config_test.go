@@ -28,7 +28,8 @@ ami:
   port: 5039
   user: agent
   secret: s3cret
-  tls: yes
+  tls: 1
+  single_session: "off"
   ping_interval: 15
 odoo:
   url: https://odoo.example.com
@@ -96,6 +97,7 @@ func TestErrorsNameTheKeyAndTheFix(t *testing.T) {
 	}{
 		"typo in file":     {file: "ami:\n  hots: x\n", want: []string{"hots", "did you mean ami.host"}},
 		"bad type":         {file: "ami:\n  port: many\n", want: []string{"many"}},
+		"bad bool in file": {file: "ami:\n  tls: maybe\n", want: []string{"line 2", "ami.tls", "ODOOPBX_AMI_TLS", "yes or no"}},
 		"bad port":         {file: "ami:\n  port: 70000\n", want: []string{"ami.port", "ODOOPBX_AMI_PORT", "5038"}},
 		"bad auth":         {env: []string{"ODOOPBX_AMI_AUTH=sha1"}, want: []string{"ami.auth", "md5 or plain"}},
 		"bad bool env":     {env: []string{"ODOOPBX_API_TLS=maybe"}, want: []string{"ODOOPBX_API_TLS", "yes or no"}},

@@ -87,6 +87,9 @@ func decodeYAML(data []byte, cfg *Config) error {
 		}
 		kept.Content = append(kept.Content, k, v)
 	}
+	if err := normaliseBools(kept, "", boolKeys()); err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	if err := yaml.NewEncoder(&buf).Encode(kept); err != nil {
 		return err
@@ -95,6 +98,40 @@ func decodeYAML(data []byte, cfg *Config) error {
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
 		return explainYAMLError(err)
+	}
+	return nil
+}
+
+// boolKeys are the dotted keys of boolean fields.
+func boolKeys() map[string]bool {
+	cfg := Default()
+	out := map[string]bool{}
+	for _, f := range fields(&cfg) {
+		if f.v.Kind() == reflect.Bool {
+			out[f.key] = true
+		}
+	}
+	return out
+}
+
+// normaliseBools rewrites the values of boolean keys with ParseBool, so the file accepts what the
+// environment does (yes/no, on/off, 1/0) and a bad value is reported with its key and the fix.
+func normaliseBools(n *yaml.Node, prefix string, keys map[string]bool) error {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		switch {
+		case v.Kind == yaml.MappingNode:
+			if err := normaliseBools(v, key+".", keys); err != nil {
+				return err
+			}
+		case keys[key] && v.Kind == yaml.ScalarNode:
+			b, err := ParseBool(v.Value)
+			if err != nil {
+				return fmt.Errorf("line %d: %s (%s): %v", v.Line, key, EnvName(key), err)
+			}
+			v.Tag, v.Value, v.Style = "!!bool", strconv.FormatBool(b), 0
+		}
 	}
 	return nil
 }
