@@ -121,22 +121,38 @@ func confWriteEnabled(cfg config.Config) error {
 	return nil
 }
 
-// getConfig implements asterisk.get_config.
-func (b *builtins) getConfig(_ context.Context, args []json.RawMessage, _ map[string]json.RawMessage) (any, error) {
+// confDir checks the local flag (conf.write_enabled for writes, else conf.read_enabled) and opens
+// asterisk_etc_dir; the caller closes it.
+func (b *builtins) confDir(write bool) (config.Config, *etcRoot, error) {
 	cfg := b.deps.Config()
-	if err := confReadEnabled(cfg); err != nil {
-		return nil, err
+	check := confReadEnabled
+	if write {
+		check = confWriteEnabled
 	}
-	name, err := argString(args, 0, "filename")
-	if err != nil {
-		return nil, err
+	if err := check(cfg); err != nil {
+		return cfg, nil, err
 	}
 	etc, err := openEtc(cfg)
+	return cfg, etc, err
+}
+
+// resolveArg resolves the filename argument inside the etc dir.
+func (e *etcRoot) resolveArg(args []json.RawMessage) (name, rel string, exists bool, err error) {
+	if name, err = argString(args, 0, "filename"); err != nil {
+		return "", "", false, err
+	}
+	rel, exists, err = e.resolve(name)
+	return name, rel, exists, err
+}
+
+// getConfig implements asterisk.get_config.
+func (b *builtins) getConfig(_ context.Context, args []json.RawMessage, _ map[string]json.RawMessage) (any, error) {
+	cfg, etc, err := b.confDir(false)
 	if err != nil {
 		return nil, err
 	}
 	defer etc.Close()
-	rel, exists, err := etc.resolve(name)
+	name, rel, exists, err := etc.resolveArg(args)
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +174,7 @@ func (b *builtins) getConfig(_ context.Context, args []json.RawMessage, _ map[st
 // getAllConfigs implements asterisk.get_all_configs: every readable *.conf in asterisk_etc_dir
 // except manager.conf; symlinks that lead out are skipped. The total is capped at files.max_bytes.
 func (b *builtins) getAllConfigs(_ context.Context, _ []json.RawMessage, _ map[string]json.RawMessage) (any, error) {
-	cfg := b.deps.Config()
-	if err := confReadEnabled(cfg); err != nil {
-		return nil, err
-	}
-	etc, err := openEtc(cfg)
+	cfg, etc, err := b.confDir(false)
 	if err != nil {
 		return nil, err
 	}
@@ -293,20 +305,12 @@ func (b *builtins) putAllConfigs(_ context.Context, args []json.RawMessage, _ ma
 // deleteConfig implements asterisk.delete_config: the file is renamed to its backup name, so the
 // content is kept; false when there is no such file.
 func (b *builtins) deleteConfig(_ context.Context, args []json.RawMessage, _ map[string]json.RawMessage) (any, error) {
-	cfg := b.deps.Config()
-	if err := confWriteEnabled(cfg); err != nil {
-		return nil, err
-	}
-	name, err := argString(args, 0, "filename")
-	if err != nil {
-		return nil, err
-	}
-	etc, err := openEtc(cfg)
+	_, etc, err := b.confDir(true)
 	if err != nil {
 		return nil, err
 	}
 	defer etc.Close()
-	rel, exists, err := etc.resolve(name)
+	name, rel, exists, err := etc.resolveArg(args)
 	if err != nil {
 		return nil, err
 	}
