@@ -49,7 +49,16 @@ func (a *Agent) AdminStatus(ctx context.Context) admin.Status {
 	if q.Paused {
 		s.Odoo.Detail = "deliveries paused until Odoo accepts the login again"
 	}
-	s.Calls = a.calls.Calls()
+	for _, c := range a.Forward.ActiveCalls() {
+		state := strings.ToLower(c.State)
+		if state == "" || state == "ring" || state == "ringing" || state == "down" {
+			state = "ringing"
+		}
+		s.Calls = append(s.Calls, admin.Call{
+			Linkedid: c.Linkedid, From: c.CallerNum, To: c.Exten, Direction: c.Direction,
+			State: state, Started: c.FirstEvent, Channels: c.Channels,
+		})
+	}
 	recent := a.Forward.RecentEvents()
 	for i := len(recent) - 1; i >= 0; i-- { // newest first
 		e := recent[i]

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/odoopbx/odoopbx/internal/admin"
 	"github.com/odoopbx/odoopbx/internal/agent"
 	"github.com/odoopbx/odoopbx/internal/ami"
 	"github.com/odoopbx/odoopbx/internal/api"
@@ -79,8 +78,6 @@ type Agent struct {
 	parts     []agent.Component
 	extra     []agent.Component
 	fwdEvents chan *ami.Message
-	// calls keeps the live calls for the status page, fed from the same tee as the forwarder.
-	calls *admin.Recorder
 }
 
 // New builds every part from the config; nothing runs until Run.
@@ -95,7 +92,7 @@ func New(opts Options) (*Agent, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	a := &Agent{opts: opts, log: log, reg: reg, cfg: cfg, fwdEvents: make(chan *ami.Message, 1024), calls: admin.NewRecorder(50, 10000)}
+	a := &Agent{opts: opts, log: log, reg: reg, cfg: cfg, fwdEvents: make(chan *ami.Message, 1024)}
 
 	a.Control = control.NewServer(control.SocketPath(cfg.StateDir), log)
 
@@ -350,8 +347,7 @@ func (a *Agent) Health() map[string]agent.Health {
 	return out
 }
 
-// tee hands each AMI event to security and the status page's call list (both non-blocking) and to
-// the forwarder. When the forwarder
+// tee hands each AMI event to security (non-blocking) and to the forwarder. When the forwarder
 // falls behind, the tee waits, the AMI client's bounded queue absorbs it, and beyond that the AMI
 // client drops and counts: the socket reader itself never waits.
 func (a *Agent) tee(ctx context.Context, events <-chan *ami.Message) {
@@ -361,7 +357,6 @@ func (a *Agent) tee(ctx context.Context, events <-chan *ami.Message) {
 			return
 		case m := <-events:
 			a.Security.HandleEvent(m)
-			a.calls.Observe(m)
 			select {
 			case a.fwdEvents <- m:
 			case <-ctx.Done():

@@ -506,6 +506,9 @@ func TestActiveCallsAndRecentEvents(t *testing.T) {
 	if c.Linkedid != "1795627331.19" || c.CallerNum != "101" || c.State != "Up" || c.Channels != 1 {
 		t.Fatalf("call %+v", c)
 	}
+	if c.Exten != "100" || c.Direction != "internal" {
+		t.Errorf("101 dialling 100 from from-internal: exten %q, direction %q", c.Exten, c.Direction)
+	}
 	f.HandleBatch(context.Background(), events[hangup:])
 	if calls := f.ActiveCalls(); len(calls) != 0 {
 		t.Fatalf("calls after the hangup: %+v", calls)
@@ -627,5 +630,19 @@ func TestEventsWaitForTheFirstMap(t *testing.T) {
 			t.Fatal("the event that arrived before the map was never delivered")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDirectionGuess(t *testing.T) {
+	for _, c := range []struct{ context, exten, want string }{
+		{"from-trunk", "5551000", "inbound"},
+		{"from-pstn", "s", "inbound"},
+		{"from-internal", "+15551234567", "outbound"},
+		{"from-internal", "0049301234567", "outbound"},
+		{"from-internal", "102", "internal"},
+	} {
+		if got := direction(c.context, c.exten); got != c.want {
+			t.Errorf("direction(%q, %q) = %q, want %q", c.context, c.exten, got, c.want)
+		}
 	}
 }

@@ -45,6 +45,10 @@ type ActiveCall struct {
 	LastName   string    `json:"last_event_name"`
 	CallerNum  string    `json:"caller_num,omitempty"`
 	CallerName string    `json:"caller_name,omitempty"`
+	// Exten is what the primary channel dialled; Direction is a guess from its dialplan context
+	// and number (inbound, outbound, internal), for the status page only: Odoo decides for real.
+	Exten     string `json:"exten,omitempty"`
+	Direction string `json:"direction,omitempty"`
 	// State is the ChannelStateDesc of the call's primary channel (Uniqueid == Linkedid).
 	State    string `json:"state,omitempty"`
 	Channels int    `json:"channels"`
@@ -140,6 +144,23 @@ func (v *view) track(msg *ami.Message, name, lane string, now time.Time) {
 		if s := msg.Get("ChannelStateDesc"); s != "" && s != c.State {
 			c.State = strings.Clone(s)
 		}
+		if strings.EqualFold(name, "Newchannel") {
+			c.Exten = strings.Clone(msg.Get("Exten"))
+			c.Direction = direction(msg.Get("Context"), c.Exten)
+		}
+	}
+}
+
+// direction guesses a call's direction from the primary channel's context and dialled number.
+func direction(context, exten string) string {
+	ctx := strings.ToLower(context)
+	switch {
+	case strings.Contains(ctx, "trunk") || strings.Contains(ctx, "pstn") || strings.Contains(ctx, "incoming") || strings.Contains(ctx, "from-external"):
+		return "inbound"
+	case strings.HasPrefix(exten, "+") || len(exten) > 5:
+		return "outbound"
+	default:
+		return "internal"
 	}
 }
 
