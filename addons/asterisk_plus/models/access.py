@@ -1,9 +1,10 @@
 import ipaddress
 import logging
-from datetime import datetime, timezone
 
 from odoo import _, api, fields, models
 from odoo.exceptions import ValidationError
+
+from .common import to_utc_datetime
 
 _logger = logging.getLogger(__name__)
 
@@ -76,20 +77,6 @@ class AccessBan(models.Model):
 
     _sql_constraints = [("server_address_uniq", "unique(server, address)", "This address is already banned.")]
 
-    @staticmethod
-    def _to_datetime(value):
-        if value in (None, False, ""):
-            return False
-        if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
-        try:
-            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        if parsed.tzinfo:
-            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-        return parsed
-
     @api.model
     def agent_ban_update(self, updates):
         """Bans, unbans and expiries pushed by the agent (§6.4)."""
@@ -109,7 +96,7 @@ class AccessBan(models.Model):
             else:
                 vals = {
                     "server": server.id, "address": address,
-                    "expires_at": self._to_datetime(item.get("expires_at")),
+                    "expires_at": to_utc_datetime(item.get("expires_at")),
                     "reason": item.get("reason") or "",
                     "service": item.get("service") or "",
                     "account_id": item.get("account_id") or "",

@@ -90,6 +90,20 @@ def event_datetime(event):
     return datetime.fromtimestamp(ts, tz=timezone.utc).replace(tzinfo=None)
 
 
+def to_utc_datetime(value):
+    """A time the agent sent (unix seconds, or ISO 8601 with or without a zone) as a naive UTC
+    datetime, or False when empty or unreadable."""
+    if value in (None, False, ""):
+        return False
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
 def strip_channel_suffix(channel):
     """`PJSIP/101-00000000` -> `PJSIP/101`; `Local/1@ctx-0000000a;2` -> `Local/1@ctx`."""
     if not channel:

@@ -6,28 +6,18 @@ asks Odoo whether the token it was given is good (fail closed on its side).
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from urllib.parse import urlparse
 
 from odoo import api, fields, models
+
+from .common import to_utc_datetime
 
 TOKEN_TTL = timedelta(seconds=60)
 
 
 def _hash(token):
     return hashlib.sha256(str(token).encode()).hexdigest()
-
-
-def _to_datetime(value):
-    if value in (None, False, ""):
-        return False
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 class ConsoleToken(models.Model):
@@ -133,7 +123,7 @@ class Server(models.Model):
                 audit = Audit.create({
                     "server": server.id, "session": session or False, "login": login,
                     "user": user.id if user else False, "remote_addr": entry.get("remote_addr") or False,
-                    "started": _to_datetime(entry.get("started")) or fields.Datetime.now(), "lines": "",
+                    "started": to_utc_datetime(entry.get("started")) or fields.Datetime.now(), "lines": "",
                 })
             vals = {}
             lines = entry.get("lines") or ([entry["line"]] if entry.get("line") is not None else [])
@@ -144,7 +134,7 @@ class Server(models.Model):
                 new = "\n".join(prefix + str(line).replace("\n", " ") for line in lines)
                 vals["lines"] = (audit.lines + "\n" + new) if audit.lines else new
             if entry.get("ended"):
-                vals["ended"] = _to_datetime(entry["ended"])
+                vals["ended"] = to_utc_datetime(entry["ended"])
             if vals:
                 audit.write(vals)
             stored += 1
