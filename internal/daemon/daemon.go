@@ -277,9 +277,6 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// Registry is where every part's metrics are.
-func (a *Agent) Registry() *prometheus.Registry { return a.reg }
-
 // Add registers another part (the admin listener, the demo's simulator) to start after the others.
 func (a *Agent) Add(c agent.Component) { a.extra = append(a.extra, c) }
 

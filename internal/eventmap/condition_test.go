@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
 
 func mustCompile(t *testing.T, src string) *Condition {
@@ -203,7 +204,7 @@ func TestConditionDictBehaviour(t *testing.T) {
 // One evaluation of a default-map condition against a recorded Newstate.
 func BenchmarkConditionEval(b *testing.B) {
 	var ev *Event
-	for _, m := range fixtureEvents(b, "05c-") {
+	for _, m := range amitest.FixtureEvents(b, "05c-") {
 		if m.Event() == "Newstate" {
 			ev = EventFromMessage(m, 0)
 		}

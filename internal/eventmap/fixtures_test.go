@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 )
 
 // The default map of contract §3.7 against the recorded calls. The expected counts were taken
@@ -30,7 +32,7 @@ func TestDefaultMapAgainstFixtures(t *testing.T) {
 	}
 	for _, c := range cases {
 		got := map[string]int{}
-		for _, msg := range fixtureEvents(t, c.fixture) {
+		for _, msg := range amitest.FixtureEvents(t, c.fixture) {
 			rows, errs := m.Match(SourceAMI, msg.Event(), EventFromMessage(msg, 0))
 			if errs != 0 {
 				t.Errorf("%s: %s: %d condition errors", c.fixture, msg.Event(), errs)
@@ -52,7 +54,7 @@ func TestDefaultMapAgainstFixtures(t *testing.T) {
 func TestEventClassesAgreeWithFixtures(t *testing.T) {
 	checked := 0
 	for _, pattern := range []string{"01-", "02-", "03-", "05a-", "05b-", "05c-", "05d-", "05f-", "07-", "08-", "04c-", "04d-"} {
-		for _, msg := range fixtureEvents(t, pattern) {
+		for _, msg := range amitest.FixtureEvents(t, pattern) {
 			priv := msg.Get("Privilege")
 			if priv == "" {
 				continue // list items of actions carry no class
@@ -181,7 +183,7 @@ func TestAgentGetConfigDecoding(t *testing.T) {
 func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 	var msgs int
 	for _, pattern := range []string{"02-", "04b-", "04g-", "05c-", "08-"} {
-		for _, msg := range fixtureMessages(t, pattern) {
+		for _, msg := range amitest.FixtureByPrefix(t, pattern) {
 			ev := EventFromMessage(msg, 0)
 			mine, _ := ev.MarshalJSON()
 			theirs, err := json.Marshal(msg.Map())

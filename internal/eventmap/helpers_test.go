@@ -10,27 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/odoopbx/odoopbx/internal/ami"
-	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 	"github.com/odoopbx/odoopbx/internal/odoo"
 )
-
-// fixtureMessages parses the recorded server-to-client transcript whose name starts with prefix.
-func fixtureMessages(t testing.TB, prefix string) []*ami.Message {
-	t.Helper()
-	return amitest.FixtureByPrefix(t, prefix)
-}
-
-// fixtureEvents keeps the events of a transcript.
-func fixtureEvents(t testing.TB, pattern string) []*ami.Message {
-	var out []*ami.Message
-	for _, m := range fixtureMessages(t, pattern) {
-		if m.Kind() == ami.KindEvent {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // fakeOdoo answers execute_kw from a table of model.method → reply and records each call.
 type fakeOdoo struct {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 	"github.com/odoopbx/odoopbx/internal/delivery"
 )
 
@@ -17,7 +18,7 @@ func (nopEnqueuer) Enqueue(context.Context, ...delivery.Item) error { return nil
 func recordedEvents(b *testing.B) []*ami.Message {
 	var all []*ami.Message
 	for _, p := range []string{"02-", "05c-", "05d-", "07-", "08-"} {
-		all = append(all, fixtureEvents(b, p)...)
+		all = append(all, amitest.FixtureEvents(b, p)...)
 	}
 	return all
 }
@@ -54,7 +55,7 @@ func BenchmarkForwarderDefaultMap(b *testing.B) { benchmarkForwarder(b, defaultR
 func BenchmarkForwarderEveryEventMatched(b *testing.B) {
 	var events []*ami.Message
 	for _, p := range []string{"02-", "05c-", "05d-", "07-", "08-"} {
-		events = append(events, fixtureEvents(b, p)...)
+		events = append(events, amitest.FixtureEvents(b, p)...)
 	}
 	benchmarkForwarder(b, catchAllRows(events))
 }

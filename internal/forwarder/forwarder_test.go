@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
+	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 	"github.com/odoopbx/odoopbx/internal/delivery"
 	"github.com/odoopbx/odoopbx/internal/eventmap"
 )
@@ -57,7 +58,7 @@ func TestEveryEventOfACallSharesItsLane(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.fixture, func(t *testing.T) {
-			events := fixtureEvents(t, c.fixture)
+			events := amitest.FixtureEvents(t, c.fixture)
 			enq := &recordingEnqueuer{}
 			f := newTestForwarder(t, loadMap(t, catchAllRows(events)), enq, &fixedClock{now: epoch})
 			f.HandleBatch(context.Background(), events)
@@ -118,7 +119,7 @@ func TestCdrOfSecondaryChannelMapsThroughTheTable(t *testing.T) {
 }
 
 func TestOriginateResponseLanes(t *testing.T) {
-	events := fixtureEvents(t, "04d-")
+	events := amitest.FixtureEvents(t, "04d-")
 	enq := &recordingEnqueuer{}
 	f := newTestForwarder(t, loadMap(t, `[{"id": 1, "name": "OriginateResponse", "source": "AMI", "model": "m", "method": "x", "condition": false}]`), enq, &fixedClock{now: epoch})
 	// The job code notes the ChannelId it gave each Originate. orig-noanswer is not noted.
@@ -149,7 +150,7 @@ func TestOriginateResponseLanes(t *testing.T) {
 
 // In 04d the success call (ChannelId odoo-11111111-aaaa) keeps one lane, OriginateResponse included.
 func TestOriginateCallWithChannelIdSharesOneLane(t *testing.T) {
-	events := fixtureEvents(t, "04d-")
+	events := amitest.FixtureEvents(t, "04d-")
 	enq := &recordingEnqueuer{}
 	f := newTestForwarder(t, loadMap(t, catchAllRows(events)), enq, &fixedClock{now: epoch})
 	f.HandleBatch(context.Background(), events)
@@ -261,7 +262,7 @@ func TestRefusedItemsAreCountedAndNothingBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := fixtureEvents(t, "05c-")
+	events := amitest.FixtureEvents(t, "05c-")
 	f.HandleBatch(context.Background(), events)
 	// 05c: FullyBooted, Newchannel, Newstate Up, Hangup of PJSIP/101.
 	if got := f.refused.Load(); got != 4 {
@@ -303,7 +304,7 @@ func TestConditionErrorsSkipOnlyTheirHandler(t *testing.T) {
 	 {"id": 3, "name": "Newchannel", "source": "AMI", "model": "m", "method": "fine", "condition": "event['Uniqueid'] == event['Linkedid']"}
 	]`)
 	f := newTestForwarder(t, m, enq, &fixedClock{now: epoch})
-	f.HandleBatch(context.Background(), fixtureEvents(t, "05c-"))
+	f.HandleBatch(context.Background(), amitest.FixtureEvents(t, "05c-"))
 	items, _ := enq.snapshot()
 	if len(items) != 1 || items[0].Method != "fine" {
 		t.Fatalf("items %+v", items)
@@ -314,7 +315,7 @@ func TestConditionErrorsSkipOnlyTheirHandler(t *testing.T) {
 }
 
 func TestRunConsumesTheQueueInBatches(t *testing.T) {
-	events := fixtureEvents(t, "02-")
+	events := amitest.FixtureEvents(t, "02-")
 	queue := make(chan *ami.Message, len(events))
 	for _, e := range events {
 		queue <- e
@@ -392,7 +393,7 @@ func TestNonEventsAreIgnored(t *testing.T) {
 }
 
 func TestSnapshotEvent(t *testing.T) {
-	listing := fixtureMessages(t, "04c-")
+	listing := amitest.FixtureByPrefix(t, "04c-")
 	var reply []*ami.Message
 	for _, m := range listing {
 		if m.ActionID() == "csc-1" {
@@ -484,7 +485,7 @@ func TestSnapshotFailureSendsNothing(t *testing.T) {
 }
 
 func TestActiveCallsAndRecentEvents(t *testing.T) {
-	events := fixtureEvents(t, "05c-")
+	events := amitest.FixtureEvents(t, "05c-")
 	enq := &recordingEnqueuer{}
 	f, err := New(Config{Map: loadMap(t, defaultRows), Enqueuer: enq, SystemName: "pbx1", RecentEvents: 5, Now: (&fixedClock{now: epoch}).Now})
 	if err != nil {

@@ -8,26 +8,9 @@ import (
 	"time"
 
 	"github.com/odoopbx/odoopbx/internal/ami"
-	"github.com/odoopbx/odoopbx/internal/ami/amitest"
 	"github.com/odoopbx/odoopbx/internal/delivery"
 	"github.com/odoopbx/odoopbx/internal/eventmap"
 )
-
-// fixtureMessages parses the recorded server-to-client transcript whose name starts with prefix.
-func fixtureMessages(t testing.TB, prefix string) []*ami.Message {
-	t.Helper()
-	return amitest.FixtureByPrefix(t, prefix)
-}
-
-func fixtureEvents(t testing.TB, prefix string) []*ami.Message {
-	var out []*ami.Message
-	for _, m := range fixtureMessages(t, prefix) {
-		if m.Kind() == ami.KindEvent {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // staticOdoo answers agent_get_config with a fixed body.
 type staticOdoo struct{ body string }

@@ -120,3 +120,15 @@ func FixtureByPrefix(t testing.TB, prefix string) []*ami.Message {
 	}
 	return FixtureMessages(t, found[0])
 }
+
+// FixtureEvents is FixtureByPrefix keeping only the events.
+func FixtureEvents(t testing.TB, prefix string) []*ami.Message {
+	t.Helper()
+	var out []*ami.Message
+	for _, m := range FixtureByPrefix(t, prefix) {
+		if m.Kind() == ami.KindEvent {
+			out = append(out, m)
+		}
+	}
+	return out
+}
